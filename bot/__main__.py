@@ -1,0 +1,174 @@
+"""Command line: ``stancebot run | sandbox | db upgrade | db downgrade`` (and the model tools)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from bot.config import Settings, load_settings, read_token
+from bot.core.errors import StancebotError
+
+log = logging.getLogger("bot")
+T = TypeVar("T")
+
+DEFAULT_CONFIG = Path("config.toml")
+
+
+def setup_logging(level: str) -> None:
+    """Configure logging once: readable lines on stderr, discord.py's HTTP chatter at WARNING."""
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+    for noisy in ("discord.http", "discord.gateway", "discord.client", "aiohttp.access", "httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; turn the errors users can fix into one clear line and exit code 2."""
+    try:
+        return asyncio.run(main())
+    except StancebotError as exc:
+        click.echo(f"stancebot: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as exc:
+        click.echo(f"stancebot: {exc.strerror or exc}", err=True)
+        sys.exit(2)
+
+
+def settings_from(config: Path | None) -> Settings:
+    """Load settings (``config.toml`` if present); exit with one line on a bad config."""
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
+    try:
+        settings = load_settings(config)
+    except StancebotError as exc:
+        click.echo(f"stancebot: {exc}", err=True)
+        sys.exit(2)
+    setup_logging(settings.general.log_level)
+    return settings
+
+
+config_option = click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Settings file (default: ./config.toml if present, else built-in defaults).",
+)
+
+
+@click.group()
+def main() -> None:
+    """Stancebot: posts discussion prompts on Discord and tallies the stances members take."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@main.command()
+@config_option
+def run(config: Path | None) -> None:
+    """Connect to Discord with the token from DISCORD_TOKEN or bot.token_file."""
+    settings = settings_from(config)
+    try:
+        token = read_token(settings)
+    except StancebotError as exc:
+        click.echo(f"stancebot: {exc}", err=True)
+        sys.exit(2)
+
+    async def _main() -> None:
+        from bot.runtime import build_runtime
+        from bot.storage.db import database_errors
+
+        with database_errors(settings.database.url):
+            runtime = await build_runtime(settings)
+        try:
+            await runtime.bot.start(token)
+        finally:
+            await runtime.aclose()
+
+    run_async(_main)
+
+
+@main.command()
+@config_option
+@click.option(
+    "--replies",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="JSONL of replies to play ({prompt, author, text}); default: the bundled sample.",
+)
+@click.option("--interactive", is_flag=True, help="Type replies yourself as a member.")
+@click.option("--database", default=None, help="Database URL (default: a fresh SQLite file in a temp folder).")
+def sandbox(config: Path | None, replies: Path | None, interactive: bool, database: str | None) -> None:
+    """Run the real bot against a local Discord-compatible server: no token, no network."""
+    settings = settings_from(config)
+
+    async def _main() -> None:
+        from bot.sandbox.runner import run_sandbox
+
+        await run_sandbox(settings, replies=replies, interactive=interactive, database=database)
+
+    run_async(_main)
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations; the bot also upgrades at start)."""
+
+
+@db.command("upgrade")
+@config_option
+@click.argument("revision", default="head")
+def db_upgrade(config: Path | None, revision: str) -> None:
+    """Upgrade the schema to REVISION (default head)."""
+    settings = settings_from(config)
+
+    async def _main() -> None:
+        from bot.storage.db import database_errors, make_engine, upgrade
+
+        engine = make_engine(settings.database.url)
+        try:
+            with database_errors(settings.database.url):
+                await upgrade(engine, revision)
+        finally:
+            await engine.dispose()
+        click.echo(f"Database schema upgraded to {revision}.")
+
+    run_async(_main)
+
+
+@db.command("downgrade")
+@config_option
+@click.argument("revision", default="base")
+def db_downgrade(config: Path | None, revision: str) -> None:
+    """Downgrade the schema to REVISION (default base: drops every table)."""
+    settings = settings_from(config)
+
+    async def _main() -> None:
+        from bot.storage.db import database_errors, downgrade, make_engine
+
+        engine = make_engine(settings.database.url)
+        try:
+            with database_errors(settings.database.url):
+                await downgrade(engine, revision)
+        finally:
+            await engine.dispose()
+        click.echo(f"Database schema downgraded to {revision}.")
+
+    run_async(_main)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Typed, validated settings from a TOML file plus ``STANCEBOT_<SECTION>_<KEY>`` environment overrides.
+
+The bot token is never read from the TOML file: it comes from ``DISCORD_TOKEN`` or from a file named by
+``bot.token_file``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot import PROJECT_ROOT
+from bot.core.errors import ConfigError
+
+ENV_PREFIX = "STANCEBOT_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BotSettings(_Section):
+    """Discord connection and behaviour."""
+
+    token_file: str = ""
+    guild_ids: list[int] = Field(default_factory=list)
+    moderator_role: str = ""
+    react_to_replies: bool = False
+    tally_ephemeral: bool = True
+    count_mode: Literal["member", "reply"] = "member"
+    message_content_intent: bool = True
+
+
+class DatabaseSettings(_Section):
+    """Where stances are stored."""
+
+    url: str = "sqlite+aiosqlite:///stancebot.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty; use e.g. sqlite+aiosqlite:///stancebot.db")
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+
+class ModelSettings(_Section):
+    """The stance model."""
+
+    name: str = ""
+    build_dir: str = "models/build"
+    unclear_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    batch_size: int = Field(default=32, ge=1, le=512)
+    max_wait_ms: int = Field(default=50, ge=0, le=5000)
+    max_chars: int = Field(default=2000, ge=50, le=100_000)
+
+
+class PromptSettings(_Section):
+    """Where prompt files live."""
+
+    dir: str = "models/prompts"
+
+
+class GeneralSettings(_Section):
+    """Logging and locale."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as 'Europe/Berlin'") from None
+        return value
+
+
+class Settings(_Section):
+    """All settings."""
+
+    general: GeneralSettings = GeneralSettings()
+    bot: BotSettings = BotSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    model: ModelSettings = ModelSettings()
+    prompts: PromptSettings = PromptSettings()
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path: absolute as is, relative to the project folder otherwise."""
+        p = Path(value)
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    for section_name, field_info in Settings.model_fields.items():
+        section_model = field_info.annotation
+        assert isinstance(section_model, type) and issubclass(section_model, BaseModel)
+        for key in section_model.model_fields:
+            env_name = f"{ENV_PREFIX}{section_name}_{key}".upper()
+            if env_name in environ:
+                raw = environ[env_name]
+                section = data.setdefault(section_name, {})
+                if not isinstance(section, dict):
+                    raise ConfigError(f"[{section_name}] must be a table.")
+                section[key] = _parse_env_value(raw)
+    return data
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Environment values are TOML literals where they parse (numbers, booleans, lists), text otherwise."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read settings from ``path`` (optional) and the environment; raise :class:`ConfigError` naming bad keys."""
+    environ = dict(os.environ) if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"Config file {path} does not exist (copy config.example.toml).") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
+    if "token" in data.get("bot", {}):
+        raise ConfigError(
+            "[bot] token must not be in the config file; set DISCORD_TOKEN or point bot.token_file at a file."
+        )
+    data = _apply_env(data, environ)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "is not a known setting"
+        parts.append(f"{key}: {msg}")
+    return "Invalid configuration: " + "; ".join(parts)
+
+
+def read_token(settings: Settings, environ: dict[str, str] | None = None) -> str:
+    """The bot token from ``DISCORD_TOKEN`` or ``bot.token_file``; raises :class:`ConfigError` if neither has one."""
+    environ = dict(os.environ) if environ is None else environ
+    token = environ.get("DISCORD_TOKEN", "").strip()
+    if token:
+        return token
+    if settings.bot.token_file:
+        token_path = settings.path(settings.bot.token_file)
+        try:
+            token = token_path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"bot.token_file {token_path} cannot be read ({exc.strerror}).") from None
+        if token:
+            return token
+        raise ConfigError(f"bot.token_file {token_path} is empty.")
+    raise ConfigError(
+        "No Discord token: set DISCORD_TOKEN or bot.token_file. Without a token, try `stancebot sandbox`."
+    )

@@ -1,0 +1,66 @@
+"""Assembling the bot's parts from settings (shared by ``run``, ``sandbox`` and the tests)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.app import Services, Stancebot
+from bot.config import Settings
+from bot.core.encoder import SentenceEncoder
+from bot.core.prompts import PromptCatalog
+from bot.core.service import StanceService
+from bot.core.stance import build_classifier
+from bot.pipeline import ReplyPipeline
+from bot.storage.db import make_engine, make_sessionmaker, upgrade
+from bot.storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """A ready-to-start bot and what it owns."""
+
+    bot: Stancebot
+    services: Services
+    engine: AsyncEngine
+
+    async def aclose(self) -> None:
+        """Close the bot (if started) and the database engine."""
+        if not self.bot.is_closed():
+            await self.bot.close()
+        else:
+            await self.services.stance.close()
+        await self.engine.dispose()
+
+
+def make_stance_service(settings: Settings, catalog: PromptCatalog, encoder: SentenceEncoder) -> StanceService:
+    """The stance service for a catalog: trained models where built, similarity otherwise."""
+    build_dir = settings.path(settings.model.build_dir)
+    return StanceService(
+        catalog,
+        lambda prompt: build_classifier(
+            prompt,
+            encoder,
+            build_dir=build_dir,
+            threshold=settings.model.unclear_threshold,
+            max_chars=settings.model.max_chars,
+        ),
+        batch_size=settings.model.batch_size,
+        max_wait_ms=settings.model.max_wait_ms,
+    )
+
+
+async def build_runtime(settings: Settings, *, encoder: SentenceEncoder | None = None) -> Runtime:
+    """Migrate the database, load prompts and the model, and build the bot (not yet connected)."""
+    catalog = PromptCatalog.from_dir(settings.path(settings.prompts.dir))
+    engine = make_engine(settings.database.url)
+    await upgrade(engine)
+    repo = Repository(make_sessionmaker(engine), count_mode=settings.bot.count_mode)
+    encoder = encoder or SentenceEncoder(settings.model.name)
+    service = make_stance_service(settings, catalog, encoder)
+    services = Services(settings, catalog, repo, service, ReplyPipeline(repo, service))
+    return Runtime(Stancebot(services), services, engine)
