@@ -103,4 +103,4 @@ def repo(engine: AsyncEngine) -> Repository:
 @pytest.fixture
 def sqlite_path(tmp_path: Path) -> Iterator[Path]:
     """A path for a SQLite file."""
-    yield tmp_path / "bot.db"
+    return tmp_path / "bot.db"

@@ -19,7 +19,9 @@ def test_example_config_is_valid() -> None:
 def test_env_overrides_the_file(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[model]\nunclear_threshold = 0.4\n", encoding="utf-8")
-    settings = load_settings(cfg, environ={"STANCEBOT_MODEL_UNCLEAR_THRESHOLD": "0.7", "STANCEBOT_BOT_GUILD_IDS": "[1, 2]"})
+    settings = load_settings(
+        cfg, environ={"STANCEBOT_MODEL_UNCLEAR_THRESHOLD": "0.7", "STANCEBOT_BOT_GUILD_IDS": "[1, 2]"}
+    )
     assert settings.model.unclear_threshold == 0.7
     assert settings.bot.guild_ids == [1, 2]
 
