@@ -170,5 +170,14 @@ def db_downgrade(config: Path | None, revision: str) -> None:
     run_async(_main)
 
 
+def _register_extra_commands() -> None:
+    from bot.cli_model import COMMANDS
+
+    for cmd in COMMANDS:
+        main.add_command(cmd)
+
+
+_register_extra_commands()
+
 if __name__ == "__main__":
     main()
