@@ -1,0 +1,237 @@
+"""``stancebot sandbox``: the real bot against the loopback Discord server, with members' replies played in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import discord
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bot.config import Settings
+from bot.core.errors import ConfigError
+from bot.core.prompts import UNCLEAR
+from bot.pipeline import ReplyOutcome
+from bot.runtime import build_runtime
+from bot.sandbox.server import LoopbackDiscord
+from bot.storage.db import sqlite_url
+
+log = logging.getLogger(__name__)
+
+SAMPLE_REPLIES = Path(__file__).with_name("sample_replies.jsonl")
+STANCE_STYLE = {UNCLEAR: "dim"}
+
+
+@dataclass(frozen=True)
+class ScriptedReply:
+    """One line of a replies file."""
+
+    prompt: str
+    author: str
+    text: str
+
+
+def load_replies(path: Path) -> list[ScriptedReply]:
+    """Read a JSONL file of ``{prompt, author, text}`` objects; a bad line is named, not skipped."""
+    replies = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            replies.append(ScriptedReply(str(data["prompt"]), str(data.get("author", "member")), str(data["text"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path.name} line {number}: expected {{prompt, author, text}} ({exc}).") from None
+    return replies
+
+
+class Sandbox:
+    """A loopback Discord with one guild, a #debate channel, a moderator and members, plus the real bot."""
+
+    def __init__(self, settings: Settings, console: Console) -> None:
+        self.settings = settings
+        self.console = console
+        self.server = LoopbackDiscord()
+        self.members: dict[str, Any] = {}
+        self.threads: dict[str, int] = {}
+
+    async def __aenter__(self) -> Sandbox:
+        await self.server.start()
+        self.server.install()
+        self.guild = self.server.create_guild("Stancebot Sandbox")
+        self.channel = self.server.create_channel(self.guild, "debate")
+        self.moderator = self.server.create_member(
+            self.guild, "moderator", permissions=discord.Permissions(manage_messages=True)
+        )
+        self.runtime = await build_runtime(self.settings)
+        self.bot = self.runtime.bot
+        self._task = asyncio.create_task(self.bot.start(self.server.token), name="sandbox-bot")
+        waiter = asyncio.create_task(self.bot.wait_until_ready())
+        done, _ = await asyncio.wait({waiter, self._task}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            self._task.result()  # the bot failed to start: surface why
+        if waiter not in done:
+            raise RuntimeError("The bot did not become ready on the loopback server within 60 s.")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runtime.aclose()
+        if not self._task.done():
+            self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self.server.stop()
+        self.server.uninstall()
+
+    def member(self, name: str) -> Any:
+        """A guild member called ``name`` (created on first use)."""
+        if name not in self.members:
+            self.members[name] = self.server.create_member(self.guild, name)
+        return self.members[name]
+
+    async def post_prompt(self, prompt_id: str) -> None:
+        """The moderator runs ``/prompt post``; remember the thread it opens."""
+        result = await self.server.slash(
+            self.guild, self.channel.id, self.moderator, "prompt", subcommand="post", options={"prompt": prompt_id}
+        )
+        post = next(p for p in await self.runtime.services.repo.open_posts() if p.prompt_slug == prompt_id)
+        self.threads[prompt_id] = post.thread_id
+        prompt = self.runtime.services.catalog.get(prompt_id)
+        labels = ", ".join(label.name for label in prompt.stance_labels)
+        self.console.rule(f"[bold]#{self.channel.name}[/]: {escape(prompt.title)}")
+        self.console.print(f"[bold magenta]moderator[/] /prompt post {prompt_id}  →  {escape(_text_of(result))}")
+        self.console.print(f"[dim]{escape(prompt.question)}\ncounts: {labels}[/]")
+
+    async def reply(self, prompt_id: str, author: str, text: str) -> ReplyOutcome | None:
+        """A member replies in the prompt's thread; wait until the bot has stored its stance."""
+        member = self.member(author)
+        waiter = asyncio.ensure_future(
+            self.bot.wait_for(
+                "stance_recorded",
+                check=lambda o: o.reply.author_id == member.id and o.reply.content == text,
+                timeout=30,
+            )
+        )
+        await self.server.send_message(self.threads[prompt_id], member, text)
+        try:
+            outcome: ReplyOutcome = await waiter
+        except TimeoutError:
+            self.console.print(f"[red]{author}: no stance recorded within 30 s[/]")
+            return None
+        self._print_outcome(author, text, outcome)
+        return outcome
+
+    def _print_outcome(self, author: str, text: str, outcome: ReplyOutcome) -> None:
+        result = outcome.result
+        style = STANCE_STYLE.get(result.label, "bold green")
+        shown = escape(text if len(text) <= 110 else text[:109] + "…")
+        why = f" [dim]({escape(result.reason)})[/]" if result.reason else ""
+        self.console.print(
+            f"[cyan]{escape(author):>10}[/] {shown}\n{'':>10} → [{style}]{result.label}[/] {result.confidence:.2f}{why}"
+        )
+
+    async def show_tally(self, prompt_id: str) -> None:
+        """A member runs ``/stance tally``; print what the bot answered."""
+        result = await self.server.slash(
+            self.guild,
+            self.channel.id,
+            self.member("maya"),
+            "stance",
+            subcommand="tally",
+            options={"prompt": prompt_id},
+        )
+        for embed in result.embeds:
+            self.console.print(f"\n[bold]{escape(embed.get('title', ''))}[/]")
+            self.console.print(escape(embed.get("description", "").strip("`\n")))
+            footer = embed.get("footer", {}).get("text")
+            if footer:
+                self.console.print(f"[dim]{escape(footer)}[/]")
+
+    def mention_report(self) -> Table:
+        """What the bot sent, and whether any of it could have pinged anyone."""
+        table = Table(title="What the bot sent to Discord", show_lines=False)
+        table.add_column("requests")
+        table.add_column("messages / interaction answers")
+        table.add_column("could ping anyone")
+        sends = [r for r in self.server.requests if r.method in {"POST", "PATCH"} and isinstance(r.json, dict)]
+        pinging = [r for r in sends if _may_ping(r.json)]
+        table.add_row(str(len(self.server.requests)), str(len(sends)), "yes: " + str(len(pinging)) if pinging else "no")
+        return table
+
+
+def _text_of(result: Any) -> str:
+    content = result.content or ""
+    if not content and getattr(result, "followups", None):
+        content = result.followups[-1].get("content", "")
+    return str(content)
+
+
+def _may_ping(payload: dict[str, Any]) -> bool:
+    """Whether a message payload lets Discord turn mentions into pings."""
+    data = payload.get("data", payload)
+    if not isinstance(data, dict) or not any(k in data for k in ("content", "embeds")):
+        return False
+    allowed = data.get("allowed_mentions")
+    if allowed is None:
+        return True
+    return bool(allowed.get("parse") or allowed.get("users") or allowed.get("roles") or allowed.get("replied_user"))
+
+
+async def run_sandbox(
+    settings: Settings,
+    *,
+    replies: Path | None = None,
+    interactive: bool = False,
+    database: str | None = None,
+    console: Console | None = None,
+) -> None:
+    """Start the loopback server and the bot, post both seed prompts, play the replies, print the tallies."""
+    console = console or Console(highlight=False)
+    scripted = [] if interactive and replies is None else load_replies(replies or SAMPLE_REPLIES)
+    with tempfile.TemporaryDirectory(prefix="stancebot-sandbox-") as tmp:
+        url = database or sqlite_url(Path(tmp) / "sandbox.db")
+        settings = settings.model_copy(update={"database": settings.database.model_copy(update={"url": url})})
+        console.print("[bold]Stancebot sandbox[/]: the real bot on a local Discord-compatible server (no token needed)")
+        async with Sandbox(settings, console) as sandbox:
+            prompt_ids = list(dict.fromkeys([r.prompt for r in scripted] or sandbox.runtime.services.catalog.ids()))
+            for pid in prompt_ids:
+                sandbox.runtime.services.catalog.get(pid)
+            for pid in prompt_ids:
+                await sandbox.post_prompt(pid)
+                for line in (r for r in scripted if r.prompt == pid):
+                    await sandbox.reply(pid, line.author, line.text)
+            if interactive:
+                await _interactive(sandbox, prompt_ids, console)
+            console.rule("[bold]Tallies[/]")
+            for pid in prompt_ids:
+                await sandbox.show_tally(pid)
+            console.print()
+            console.print(sandbox.mention_report())
+
+
+async def _interactive(sandbox: Sandbox, prompt_ids: list[str], console: Console) -> None:
+    current = prompt_ids[0]
+    console.rule("[bold]Your turn[/]")
+    console.print(
+        f"Type a reply as member [cyan]you[/] to [bold]{current}[/]. "
+        f"Start a line with 'PROMPT:' to switch ({', '.join(prompt_ids)}); an empty line ends."
+    )
+    while True:
+        try:
+            line = await asyncio.to_thread(input, f"{current}> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        head, sep, rest = line.partition(":")
+        if sep and head.strip() in prompt_ids:
+            current, line = head.strip(), rest.strip()
+            if not line:
+                continue
+        await sandbox.reply(current, "you", line)
