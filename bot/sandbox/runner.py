@@ -17,7 +17,7 @@ from rich.table import Table
 
 from bot.config import Settings
 from bot.core.errors import ConfigError
-from bot.core.prompts import UNCLEAR
+from bot.core.prompts import UNCLEAR, PromptCatalog
 from bot.pipeline import ReplyOutcome
 from bot.runtime import build_runtime
 from bot.sandbox.server import LoopbackDiscord
@@ -105,7 +105,8 @@ class Sandbox:
         prompt = self.runtime.services.catalog.get(prompt_id)
         labels = ", ".join(label.name for label in prompt.stance_labels)
         self.console.rule(f"[bold]#{self.channel.name}[/]: {escape(prompt.title)}")
-        self.console.print(f"[bold magenta]moderator[/] /prompt post {prompt_id}  →  {escape(_text_of(result))}")
+        answer = _text_of(result).replace(f"<#{post.thread_id}>", f"#{prompt.title[:100]}")
+        self.console.print(f"[bold magenta]moderator[/] /prompt post {prompt_id}  →  {escape(answer)}")
         self.console.print(f"[dim]{escape(prompt.question)}\ncounts: {labels}[/]")
 
     async def reply(self, prompt_id: str, author: str, text: str) -> ReplyOutcome | None:
@@ -198,10 +199,11 @@ async def run_sandbox(
         url = database or sqlite_url(Path(tmp) / "sandbox.db")
         settings = settings.model_copy(update={"database": settings.database.model_copy(update={"url": url})})
         console.print("[bold]Stancebot sandbox[/]: the real bot on a local Discord-compatible server (no token needed)")
+        catalog = PromptCatalog.from_dir(settings.path(settings.prompts.dir))
+        prompt_ids = list(dict.fromkeys([r.prompt for r in scripted] or catalog.ids()))
+        for pid in prompt_ids:
+            catalog.get(pid)  # an unknown prompt fails here, before anything starts
         async with Sandbox(settings, console) as sandbox:
-            prompt_ids = list(dict.fromkeys([r.prompt for r in scripted] or sandbox.runtime.services.catalog.ids()))
-            for pid in prompt_ids:
-                sandbox.runtime.services.catalog.get(pid)
             for pid in prompt_ids:
                 await sandbox.post_prompt(pid)
                 for line in (r for r in scripted if r.prompt == pid):

@@ -1,0 +1,87 @@
+"""The command line as a user meets it: one clear line for each mistake, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot import PROJECT_ROOT
+
+
+def stancebot(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m bot ARGS`` in a clean environment (no token)."""
+    base = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN" and not k.startswith("STANCEBOT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        cwd=cwd or PROJECT_ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+def _one_clear_line(proc: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("stancebot:")]
+    assert len(lines) == 1, proc.stderr
+    assert expected in lines[0]
+
+
+def test_run_without_token_says_how_to_get_one(tmp_path: Path) -> None:
+    proc = stancebot("run", cwd=tmp_path)
+    _one_clear_line(proc, "No Discord token: set DISCORD_TOKEN or bot.token_file")
+    assert "stancebot sandbox" in proc.stderr
+
+
+def test_run_with_a_malformed_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[database]\nurl = ""\n', encoding="utf-8")
+    _one_clear_line(stancebot("run", "--config", str(cfg)), "database.url: is empty")
+
+
+def test_token_is_never_read_from_the_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[bot]\ntoken = "secret-token-value"\n', encoding="utf-8")
+    proc = stancebot("run", "--config", str(cfg))
+    _one_clear_line(proc, "token must not be in the config file")
+    assert "secret-token-value" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.postgres
+def test_database_down_is_one_line(tmp_path: Path) -> None:
+    url = "postgresql+asyncpg://nobody:hunter2@127.0.0.1:1/nowhere"
+    proc = stancebot("db", "upgrade", env={"STANCEBOT_DATABASE_URL": url})
+    _one_clear_line(proc, "Cannot reach the database at postgresql+asyncpg://nobody:***@127.0.0.1:1/nowhere")
+    assert "hunter2" not in proc.stderr
+
+
+def test_db_upgrade_and_downgrade_on_a_sqlite_file(tmp_path: Path) -> None:
+    env = {"STANCEBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"}
+    up = stancebot("db", "upgrade", env=env)
+    assert up.returncode == 0, up.stderr
+    assert "upgraded to head" in up.stdout
+    down = stancebot("db", "downgrade", "base", env=env)
+    assert down.returncode == 0, down.stderr
+
+
+def test_sandbox_with_a_bad_replies_file(tmp_path: Path) -> None:
+    bad = tmp_path / "replies.jsonl"
+    bad.write_text('{"prompt": "alliance", "text": "ok"}\nnot json\n', encoding="utf-8")
+    _one_clear_line(
+        stancebot("sandbox", "--replies", str(bad)), "replies.jsonl line 2: expected {prompt, author, text}"
+    )
+
+
+def test_sandbox_with_an_unknown_prompt(tmp_path: Path) -> None:
+    bad = tmp_path / "replies.jsonl"
+    bad.write_text('{"prompt": "nope", "author": "a", "text": "hello"}\n', encoding="utf-8")
+    _one_clear_line(stancebot("sandbox", "--replies", str(bad)), "Unknown prompt 'nope'")
