@@ -128,25 +128,30 @@ def db() -> None:
     """Database schema (Alembic migrations; the bot also upgrades at start)."""
 
 
+def _migrate(config: Path | None, revision: str, action: str) -> None:
+    settings = settings_from(config)
+
+    async def _main() -> None:
+        from bot.storage import db as storage
+
+        engine = storage.make_engine(settings.database.url)
+        step = storage.upgrade if action == "upgraded" else storage.downgrade
+        try:
+            with storage.database_errors(settings.database.url):
+                await step(engine, revision)
+        finally:
+            await engine.dispose()
+        click.echo(f"Database schema {action} to {revision}.")
+
+    run_async(_main)
+
+
 @db.command("upgrade")
 @config_option
 @click.argument("revision", default="head")
 def db_upgrade(config: Path | None, revision: str) -> None:
     """Upgrade the schema to REVISION (default head)."""
-    settings = settings_from(config)
-
-    async def _main() -> None:
-        from bot.storage.db import database_errors, make_engine, upgrade
-
-        engine = make_engine(settings.database.url)
-        try:
-            with database_errors(settings.database.url):
-                await upgrade(engine, revision)
-        finally:
-            await engine.dispose()
-        click.echo(f"Database schema upgraded to {revision}.")
-
-    run_async(_main)
+    _migrate(config, revision, "upgraded")
 
 
 @db.command("downgrade")
@@ -154,20 +159,7 @@ def db_upgrade(config: Path | None, revision: str) -> None:
 @click.argument("revision", default="base")
 def db_downgrade(config: Path | None, revision: str) -> None:
     """Downgrade the schema to REVISION (default base: drops every table)."""
-    settings = settings_from(config)
-
-    async def _main() -> None:
-        from bot.storage.db import database_errors, downgrade, make_engine
-
-        engine = make_engine(settings.database.url)
-        try:
-            with database_errors(settings.database.url):
-                await downgrade(engine, revision)
-        finally:
-            await engine.dispose()
-        click.echo(f"Database schema downgraded to {revision}.")
-
-    run_async(_main)
+    _migrate(config, revision, "downgraded")
 
 
 def _register_extra_commands() -> None:
