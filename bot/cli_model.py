@@ -2,6 +2,253 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from bot.config import Settings, load_settings
+from bot.core.errors import StancebotError
+
+log = logging.getLogger("bot.model")
+
+_config = click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Settings file (default: ./config.toml if present, else built-in defaults).",
+)
+
+
+def _settings(config: Path | None) -> Settings:
+    if config is None and Path("config.toml").is_file():
+        config = Path("config.toml")
+    try:
+        settings = load_settings(config)
+    except StancebotError as exc:
+        click.echo(f"stancebot: {exc}", err=True)
+        sys.exit(2)
+    logging.basicConfig(
+        level=settings.general.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return settings
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"stancebot: {exc}", err=True)
+    sys.exit(2)
+
+
+@click.command()
+@_config
+@click.option("--prompt", "prompt_ids", multiple=True, help="Prompt id to train (repeatable).")
+@click.option("--all", "all_prompts", is_flag=True, help="Train every prompt that has labelled data.")
+@click.option(
+    "--variant",
+    type=click.Choice(["auto", "head", "finetune"]),
+    default="auto",
+    show_default=True,
+    help="head: linear head on frozen embeddings (seconds); finetune: tune the encoder's top layers (minutes); "
+    "auto: both, keep the better on dev.",
+)
+@click.option(
+    "--data",
+    "data_files",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Extra labelled JSONL (text, label[, prompt]) added to the train split, e.g. moderator corrections.",
+)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Build folder.")
+@click.option(
+    "--split",
+    "make_split",
+    is_flag=True,
+    help="Only make the committed train/dev/test splits from models/data/<prompt>.jsonl (done once), no training.",
+)
+@click.option("--force", is_flag=True, help="With --split: overwrite existing splits (they are made once).")
+@click.option(
+    "--epochs", type=click.IntRange(1, 50), default=None, help="Fine-tuning epochs (default 6; best kept on dev)."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(
+    config: Path | None,
+    prompt_ids: tuple[str, ...],
+    all_prompts: bool,
+    variant: str,
+    data_files: tuple[Path, ...],
+    out: Path | None,
+    make_split: bool,
+    force: bool,
+    epochs: int | None,
+    no_progress: bool,
+) -> None:
+    """Train the stance model of a prompt (or --all) into models/build/<prompt>/."""
+    settings = _settings(config)
+    from bot.core import datasets
+    from bot.core.prompts import PromptCatalog
+
+    try:
+        catalog = PromptCatalog.from_dir(settings.path(settings.prompts.dir))
+        if all_prompts:
+            prompts = [p for p in catalog if datasets.has_splits(p.id) or datasets.raw_data_path(p.id).is_file()]
+        elif prompt_ids:
+            prompts = [catalog.get(pid) for pid in prompt_ids]
+        else:
+            raise click.UsageError("Name a prompt with --prompt NAME, or use --all.")
+        if make_split:  # only make the splits; train in a second run
+            for prompt in prompts:
+                _make_split(prompt, force=force)
+            return
+        from bot.core.encoder import SentenceEncoder
+        from bot.core.training import TrainConfig, train_prompt
+
+        encoder = SentenceEncoder(settings.model.name)
+        build = out or settings.path(settings.model.build_dir)
+        summary: dict[str, Any] = {}
+        started = time.perf_counter()
+        for prompt in prompts:
+            click.echo(f"Training {prompt.id} ({variant})…", err=True)
+            meta = train_prompt(
+                prompt,
+                build / prompt.id,
+                encoder=encoder,
+                variant=variant,
+                extra_files=list(data_files),
+                config=TrainConfig(ft_epochs=epochs) if epochs else None,
+                progress=not no_progress and sys.stderr.isatty(),
+            )
+            summary[prompt.id] = {
+                "kind": meta["kind"],
+                "version": meta["version"],
+                "dev": meta["dev"],
+                "candidates_dev_macro_f1": meta["candidates_dev_macro_f1"],
+                "threshold": meta["threshold"],
+                "temperature": meta["temperature"],
+                "seconds": meta["seconds"],
+                "folder": str(build / prompt.id),
+            }
+        summary["total_seconds"] = round(time.perf_counter() - started, 1)
+        click.echo(json.dumps(summary, indent=2))
+    except StancebotError as exc:
+        _fail(exc)
+
+
+def _make_split(prompt: Any, *, force: bool) -> None:
+    from bot.core import datasets
+
+    if datasets.has_splits(prompt.id) and not force:
+        click.echo(
+            f"{prompt.id}: splits exist in {datasets.split_dir(prompt.id)} (made once; --force to remake).", err=True
+        )
+        return
+    source = datasets.raw_data_path(prompt.id)
+    examples = datasets.for_prompt(datasets.load_jsonl(source), prompt, where=str(source))
+    parts = datasets.split_examples(examples)
+    folder = datasets.write_splits(prompt.id, parts)
+    counts = {name: len(rows) for name, rows in parts.items()}
+    hard = sum(1 for ex in parts["test"] if set(ex.tags) & set(datasets.HARD_TAGS))
+    click.echo(f"{prompt.id}: {counts} -> {folder} (test: {hard} sarcasm/negation replies)", err=True)
+
+
+@click.command()
+@_config
+@click.option("--prompt", "prompt_id", required=True, help="Prompt id.")
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Labelled JSONL (text, label); default: the prompt's committed test split.",
+)
+@click.option(
+    "--model",
+    "model_choice",
+    default=None,
+    help="A model folder, or 'similarity'; default: the prompt's trained model if built, else similarity.",
+)
+@click.option(
+    "--quantize/--no-quantize",
+    default=False,
+    show_default=True,
+    help="int8 dynamic quantization of the encoder (~1.5x faster; costs up to 0.03 macro-F1, see models/README.md).",
+)
+@click.option("--no-speed", is_flag=True, help="Skip the throughput measurement.")
+def evaluate(
+    config: Path | None,
+    prompt_id: str,
+    data_file: Path | None,
+    model_choice: str | None,
+    quantize: bool,
+    no_speed: bool,
+) -> None:
+    """Print one JSON object: quality, calibration and speed of a stance model on labelled replies."""
+    settings = _settings(config)
+    from bot.core import datasets, trained
+    from bot.core.encoder import SentenceEncoder
+    from bot.core.evaluation import evaluate as run_evaluation
+    from bot.core.prompts import PromptCatalog
+    from bot.core.stance import GatedClassifier, SimilarityClassifier, StanceClassifier
+
+    try:
+        prompt = PromptCatalog.from_dir(settings.path(settings.prompts.dir)).get(prompt_id)
+        if data_file is None:
+            examples = datasets.load_split(prompt, "test")
+            data_name = str(datasets.split_dir(prompt.id) / "test.jsonl")
+        else:
+            examples = datasets.for_prompt(datasets.load_jsonl(data_file), prompt, where=str(data_file))
+            data_name = str(data_file)
+        if not examples:
+            raise datasets.DataError(f"No labelled replies for prompt {prompt.id!r} in {data_name}.")
+        encoder = SentenceEncoder(settings.model.name)
+        if quantize:
+            trained.quantize(encoder)
+        folder = Path(model_choice) if model_choice and model_choice != "similarity" else None
+        if folder is None and model_choice is None:
+            default = settings.path(settings.model.build_dir) / prompt.id
+            folder = default if trained.read_meta(default) is not None else None
+        inner: StanceClassifier
+        pipeline_source = str(encoder_source(settings.model.name))
+        if folder is not None:
+            model = trained.load_if_present(folder, prompt, encoder, quantized=quantize)
+            if model is None:
+                raise datasets.DataError(f"{folder} holds no model for prompt {prompt.id!r} (see the log).")
+            inner = model
+            if model.kind == "finetuned":
+                pipeline_source = str(folder / trained.ENCODER_DIR)
+        else:
+            inner = SimilarityClassifier(prompt, encoder, threshold=settings.model.unclear_threshold)
+        gated = GatedClassifier(inner, max_chars=settings.model.max_chars)
+        result = {"prompt": prompt.id, "data": data_name, "quantized": quantize}
+        result.update(
+            run_evaluation(
+                gated,
+                examples,
+                prompt.label_names,
+                speed=not no_speed,
+                pipeline_source=pipeline_source,
+                batch_size=settings.model.batch_size,
+            )
+        )
+        click.echo(json.dumps(result, indent=2))
+    except StancebotError as exc:
+        _fail(exc)
+
+
+def encoder_source(name: str) -> str:
+    """The folder or hub id the configured encoder loads from."""
+    from bot.core.encoder import resolve_model
+
+    return resolve_model(name)[0]
+
+
+COMMANDS: list[click.Command] = [train, evaluate]

@@ -17,7 +17,7 @@ import numpy as np
 
 from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import UNCLEAR, Prompt
-from bot.core.text import has_words, normalise_reply, script_profile
+from bot.core.text import has_words, normalise_reply
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +104,15 @@ class SimilarityClassifier:
 def unsupported_language(text: str) -> str | None:
     """Why the (English-only) encoder cannot judge ``text``, or ``None`` when it can.
 
-    Replies written mostly in CJK scripts (Japanese, Chinese, Korean) or other non-Latin scripts are flagged.
+    Replies written mostly in CJK scripts (Japanese, Chinese, Korean), other non-Latin scripts, or clearly in
+    another Latin-script language (function-word check, see :mod:`bot.core.language`) are flagged.
     """
-    profile = script_profile(text)
-    letters = sum(profile.values())
-    if letters == 0:
+    from bot.core.language import detect_non_english
+
+    language = detect_non_english(text)
+    if language is None:
         return None
-    if profile["cjk"] / letters > 0.3:
-        return "language: CJK script (the stance model reads English only)"
-    if profile["other"] / letters > 0.5:
-        return "language: non-Latin script (the stance model reads English only)"
-    return None
+    return f"language: {language} (the stance model reads English only)"
 
 
 class GatedClassifier:

@@ -1,0 +1,529 @@
+"""Training recipe for a prompt's stance model: a linear head on frozen embeddings, or a fine-tuned encoder.
+
+``train_prompt`` fits on the committed train split (plus any extra labelled replies), chooses everything it
+chooses on the dev split (regularisation, epochs, temperature, the ``unclear`` threshold) and never reads test.
+
+* ``head``: multinomial logistic regression on the shared encoder's embeddings, class-balanced, C chosen on dev.
+  Seconds.
+* ``finetune``: the top layers of the encoder and a linear head trained end to end with class-weighted cross
+  entropy (lower layers frozen and their output cached, so an epoch costs a fraction of a full pass). Minutes.
+* ``auto``: both, keeps the one with the better dev macro-F1 (the head on a tie: it shares the bot's encoder).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.core.datasets import (
+    SEED,
+    DataError,
+    Example,
+    data_hash,
+    dedupe_key,
+    for_prompt,
+    has_splits,
+    load_jsonl,
+    load_split,
+    split_examples,
+)
+from bot.core.encoder import SentenceEncoder
+from bot.core.prompts import UNCLEAR, Prompt
+from bot.core.stance import prompt_fingerprint, softmax, unsupported_language
+from bot.core.text import has_words, normalise_reply
+from bot.core.trained import ENCODER_DIR, HeadClassifier
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("head", "finetune", "auto")
+#: Precision the non-``unclear`` labels should reach on dev; the threshold is chosen for it.
+PRECISION_TARGET = 0.9
+#: ...while still giving a stance to at least this share of the replies that have one (else: best macro-F1).
+MIN_COVERAGE = 0.7
+
+#: Called with (stage description, steps done, steps total) while training; for a progress bar.
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of the recipe (the defaults were chosen on the dev splits)."""
+
+    seed: int = SEED
+    c_grid: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    ft_layers: int = 3
+    ft_epochs: int = 6
+    ft_lr: float = 2e-4
+    ft_head_lr: float = 2e-3
+    ft_batch: int = 16
+    ft_max_length: int = 128
+    precision_target: float = PRECISION_TARGET
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# metrics shared with evaluation
+
+
+def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_labels: int) -> float:
+    """Macro-averaged F1 over the labels that occur in ``y_true`` or ``y_pred``."""
+    scores = []
+    for k in range(n_labels):
+        tp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == k and p == k)
+        fp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t != k and p == k)
+        fn = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == k and p != k)
+        if tp + fp + fn == 0:
+            continue
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def apply_threshold(probs: np.ndarray, threshold: float, unclear: int, blocked: np.ndarray | None = None) -> np.ndarray:
+    """Arg-max labels, with stances below ``threshold`` (and ``blocked`` rows) turned into ``unclear``."""
+    pred = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    pred = np.where((pred != unclear) & (conf < threshold), unclear, pred)
+    if blocked is not None:
+        pred = np.where(blocked, unclear, pred)
+    return np.asarray(pred)
+
+
+def stance_precision(y: np.ndarray, pred: np.ndarray, unclear: int) -> tuple[float, float]:
+    """``(precision, coverage)`` of the non-``unclear`` predictions: share correct, and share of all replies."""
+    mask = pred != unclear
+    if not mask.any():
+        return 1.0, 0.0
+    return float((pred[mask] == y[mask]).mean()), float(mask.mean())
+
+
+def choose_threshold(
+    probs: np.ndarray,
+    y: np.ndarray,
+    unclear: int,
+    *,
+    target: float = PRECISION_TARGET,
+    blocked: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The ``unclear`` threshold for a model, chosen on dev.
+
+    The lowest threshold at which the non-``unclear`` labels reach ``target`` precision while still covering at
+    least :data:`MIN_COVERAGE` of the replies that have a stance; when none does, the one with the best macro-F1.
+    """
+    n_labels = probs.shape[1]
+    stance_share = float((y != unclear).mean())
+    rows = []
+    for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
+        pred = apply_threshold(probs, float(t), unclear, blocked)
+        precision, coverage = stance_precision(y, pred, unclear)
+        rows.append((float(t), precision, coverage, macro_f1(y.tolist(), pred.tolist(), n_labels)))
+    meeting = [r for r in rows if r[1] >= target and r[2] >= MIN_COVERAGE * stance_share]
+    met = bool(meeting)
+    best = meeting[0] if met else max(rows, key=lambda r: (r[3], -r[0]))
+    return {
+        "threshold": best[0],
+        "dev_precision": round(best[1], 4),
+        "dev_coverage": round(best[2], 4),
+        "dev_macro_f1_at_threshold": round(best[3], 4),
+        "precision_target": target,
+        "precision_target_met": met,
+    }
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The softmax temperature that minimises the negative log-likelihood of ``y`` (grid search)."""
+    best_t, best_nll = 1.0, float("inf")
+    for t in np.exp(np.linspace(np.log(0.05), np.log(20.0), 121)):
+        p = softmax(logits, float(t))
+        nll = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
+        if nll < best_nll:
+            best_t, best_nll = float(t), nll
+    return round(best_t, 4)
+
+
+def gate_blocked(texts: Sequence[str], *, max_chars: int = 2000) -> np.ndarray:
+    """True for texts the gate answers itself (empty, no words, unsupported language): the model never sees them."""
+    out = []
+    for raw in texts:
+        text = normalise_reply(raw or "", max_chars=max_chars)
+        out.append(not text or not has_words(text) or unsupported_language(text) is not None)
+    return np.array(out, dtype=bool)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data
+
+
+def fewshot_examples(prompt: Prompt) -> list[Example]:
+    """The prompt's own label descriptions and examples as labelled replies (what a new prompt starts with)."""
+    return [
+        Example(text, label.name, prompt.id, "prompt")
+        for label in prompt.labels
+        for text in (label.description, *label.examples)
+    ]
+
+
+def training_data(
+    prompt: Prompt, *, data: Sequence[Example] | None = None, extra_files: Sequence[Path] = (), seed: int = SEED
+) -> tuple[list[Example], list[Example]]:
+    """``(train, dev)`` for a prompt.
+
+    Train is ``data`` when given, else the committed train split; replies from ``extra_files`` (e.g. moderator
+    corrections) are added, except those also in dev or test (no leak). Dev is the committed dev split; a prompt
+    without splits has 20% of its data held out as dev instead.
+    """
+    extra: list[Example] = []
+    for path in extra_files:
+        extra += for_prompt(load_jsonl(path), prompt, where=str(path))
+    if has_splits(prompt.id):
+        train = list(data) if data is not None else load_split(prompt, "train")
+        dev = load_split(prompt, "dev")
+        held = {dedupe_key(ex.text) for ex in dev} | {dedupe_key(ex.text) for ex in load_split(prompt, "test")}
+        kept = [ex for ex in extra if dedupe_key(ex.text) not in held]
+        if len(kept) < len(extra):
+            log.warning(
+                "%d extra replies are in the dev/test splits and were left out of training", len(extra) - len(kept)
+            )
+        return for_prompt(train, prompt) + kept, dev
+    pool = for_prompt(list(data or []) + extra, prompt)
+    if len(pool) < 10:
+        raise DataError(
+            f"Prompt {prompt.id!r} has no committed splits and only {len(pool)} labelled replies; "
+            "pass labelled replies with --data (it keeps the similarity model until then)."
+        )
+    parts = split_examples(pool, seed=seed, dev=0.2, test=0.0, min_hard_test=0)
+    return parts["train"], parts["dev"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training
+
+
+def _labels_of(examples: Sequence[Example], names: Sequence[str]) -> np.ndarray:
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[ex.label] for ex in examples], dtype=np.int64)
+
+
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, n_labels: int, *, c: float, seed: int = SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced multinomial logistic regression; ``(weights, bias)`` with a row for every label."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=c, max_iter=5000, random_state=seed, class_weight="balanced")
+    clf.fit(x, y)
+    weights = np.zeros((n_labels, x.shape[1]), dtype=np.float32)
+    bias = np.full(n_labels, -1e4, dtype=np.float32)  # labels with no examples are never predicted
+    classes = [int(c) for c in clf.classes_]
+    if len(classes) == 2:
+        coef = np.stack([-clf.coef_[0], clf.coef_[0]]) / 2
+        icpt = np.array([-clf.intercept_[0], clf.intercept_[0]]) / 2
+    else:
+        coef, icpt = clf.coef_, clf.intercept_
+    for row, cls in enumerate(classes):
+        weights[cls] = coef[row]
+        bias[cls] = icpt[row]
+    return weights, bias
+
+
+def _calibrate(
+    logits_dev: np.ndarray, y_dev: np.ndarray, unclear: int, blocked: np.ndarray, cfg: TrainConfig
+) -> dict[str, Any]:
+    temperature = fit_temperature(logits_dev, y_dev)
+    probs = softmax(logits_dev, temperature)
+    raw_pred = apply_threshold(probs, 0.0, unclear, blocked)
+    out = choose_threshold(probs, y_dev, unclear, target=cfg.precision_target, blocked=blocked)
+    out["temperature"] = temperature
+    out["dev_macro_f1"] = round(macro_f1(y_dev.tolist(), raw_pred.tolist(), probs.shape[1]), 4)
+    out["dev_accuracy"] = round(float((raw_pred == y_dev).mean()), 4)
+    return out
+
+
+def train_head(
+    encoder: SentenceEncoder,
+    names: Sequence[str],
+    train: Sequence[Example],
+    dev: Sequence[Example],
+    cfg: TrainConfig,
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Fit the head variant; returns ``(weights, bias, info)`` with C, temperature and threshold chosen on dev."""
+    x_train = encoder.encode([ex.text for ex in train])
+    x_dev = encoder.encode([ex.text for ex in dev])
+    y_train, y_dev = _labels_of(train, names), _labels_of(dev, names)
+    blocked = gate_blocked([ex.text for ex in dev])
+    best: tuple[float, float, np.ndarray, np.ndarray] | None = None
+    scores = {}
+    for i, c in enumerate(cfg.c_grid):
+        w, b = fit_logistic(x_train, y_train, len(names), c=c, seed=cfg.seed)
+        pred = apply_threshold(x_dev @ w.T + b, 0.0, names.index(UNCLEAR), blocked)
+        f1 = macro_f1(y_dev.tolist(), pred.tolist(), len(names))
+        scores[str(c)] = round(f1, 4)
+        if best is None or f1 > best[0] + 1e-9:
+            best = (f1, c, w, b)
+        if progress:
+            progress("head: choosing C on dev", i + 1, len(cfg.c_grid))
+    assert best is not None
+    _, c, w, b = best
+    info = {"c": c, "dev_macro_f1_by_c": scores}
+    info.update(_calibrate(x_dev @ w.T + b, y_dev, names.index(UNCLEAR), blocked, cfg))
+    return w, b, info
+
+
+def train_finetuned(
+    names: Sequence[str],
+    train: Sequence[Example],
+    dev: Sequence[Example],
+    cfg: TrainConfig,
+    folder: Path,
+    *,
+    base: str = "",
+    init: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Fine-tune the top ``cfg.ft_layers`` encoder layers and a head; saves the encoder to ``folder/encoder``.
+
+    The lower layers are frozen and their output computed once; each epoch then runs only the top layers. The
+    epoch with the best dev macro-F1 is kept. Returns ``(weights, bias, info)``.
+    """
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.masking_utils import create_bidirectional_mask
+
+    from bot.core.encoder import resolve_model
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    source, _ = resolve_model(base)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    model = AutoModel.from_pretrained(source, local_files_only=True)
+    model.eval()
+    n_layers = len(model.encoder.layer)
+    k = max(0, n_layers - cfg.ft_layers)
+    dim = int(model.config.hidden_size)
+
+    def lower(texts: Sequence[str]) -> list[torch.Tensor]:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        cache: dict[int, torch.Tensor] = {}
+        with torch.inference_mode():
+            for start in range(0, len(order), 32):
+                idx = order[start : start + 32]
+                batch = tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=cfg.ft_max_length,
+                    return_tensors="pt",
+                )
+                hidden = model(**batch, output_hidden_states=True).hidden_states[k]
+                for row, (j, n) in enumerate(zip(idx, batch["attention_mask"].sum(1).tolist(), strict=True)):
+                    cache[j] = hidden[row, :n].clone()
+        return [cache[i] for i in range(len(texts))]
+
+    top = model.encoder.layer[k:]
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for param in top.parameters():
+        param.requires_grad_(True)
+    head = torch.nn.Linear(dim, len(names))
+    if init is not None:
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(init[0]))
+            head.bias.copy_(torch.from_numpy(np.clip(init[1], -50, 50)))
+
+    def embed(states: Sequence[torch.Tensor]) -> torch.Tensor:
+        length = max(s.shape[0] for s in states)
+        x = torch.zeros(len(states), length, dim)
+        mask = torch.zeros(len(states), length, dtype=torch.long)
+        for i, s in enumerate(states):
+            x[i, : s.shape[0]] = s
+            mask[i, : s.shape[0]] = 1
+        attn = create_bidirectional_mask(config=model.config, inputs_embeds=x, attention_mask=mask)
+        for layer in top:
+            x = layer(x, attn)
+        m = mask.unsqueeze(-1).to(x.dtype)
+        pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    train_states = lower([ex.text for ex in train])
+    dev_states = lower([ex.text for ex in dev])
+    y = torch.from_numpy(_labels_of(train, names))
+    y_dev = _labels_of(dev, names)
+    blocked = gate_blocked([ex.text for ex in dev])
+    unclear = names.index(UNCLEAR)
+    counts = torch.bincount(y, minlength=len(names)).to(torch.float32).clamp(min=1)
+    weight = counts.sum() / (len(names) * counts)
+    opt = torch.optim.AdamW(
+        [{"params": top.parameters(), "lr": cfg.ft_lr}, {"params": head.parameters(), "lr": cfg.ft_head_lr}],
+        weight_decay=0.01,
+    )
+    per_epoch = (len(train) + cfg.ft_batch - 1) // cfg.ft_batch
+    total = cfg.ft_epochs * per_epoch
+    warmup = max(1, total // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / total))
+
+    def dev_logits() -> np.ndarray:
+        top.eval()
+        with torch.inference_mode():
+            parts = [head(embed(dev_states[i : i + 64])) for i in range(0, len(dev_states), 64)]
+        top.train()
+        return torch.cat(parts).numpy()
+
+    best_f1, best_epoch = -1.0, 0
+    best_state: dict[str, Any] = {}
+    history = []
+    step = 0
+    top.train()
+    lengths = np.array([s.shape[0] for s in train_states], dtype=np.float64)
+    for epoch in range(cfg.ft_epochs):
+        # batches of similar length (little padding), in random order; the noise varies them between epochs
+        order = np.argsort(lengths + rng.uniform(0, 4, len(lengths)), kind="stable")
+        batches = [order[i : i + cfg.ft_batch].tolist() for i in range(0, len(order), cfg.ft_batch)]
+        for b_i in rng.permutation(len(batches)):
+            idx = batches[int(b_i)]
+            logits = head(embed([train_states[i] for i in idx]))
+            loss = torch.nn.functional.cross_entropy(logits, y[idx], weight=weight)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            sched.step()
+            step += 1
+            if progress:
+                progress(f"fine-tune: epoch {epoch + 1}/{cfg.ft_epochs}", step, total)
+        pred = apply_threshold(dev_logits(), 0.0, unclear, blocked)
+        f1 = macro_f1(y_dev.tolist(), pred.tolist(), len(names))
+        history.append(round(f1, 4))
+        if f1 > best_f1 + 1e-9:
+            best_f1, best_epoch = f1, epoch + 1
+            best_state = {"top": copy.deepcopy(top.state_dict()), "head": copy.deepcopy(head.state_dict())}
+    top.load_state_dict(best_state["top"])
+    head.load_state_dict(best_state["head"])
+    for param in model.parameters():
+        param.requires_grad_(False)
+    target = folder / ENCODER_DIR
+    if target.exists():
+        shutil.rmtree(target)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    w = head.weight.detach().numpy().astype(np.float32)
+    b = head.bias.detach().numpy().astype(np.float32)
+    info: dict[str, Any] = {
+        "layers_tuned": cfg.ft_layers,
+        "epochs": cfg.ft_epochs,
+        "best_epoch": best_epoch,
+        "dev_macro_f1_by_epoch": history,
+        "lr": cfg.ft_lr,
+    }
+    # calibrate on what the saved model really computes (also proves the folder loads)
+    tuned = SentenceEncoder(str(target))
+    x_dev = tuned.encode([ex.text for ex in dev])
+    info.update(_calibrate(x_dev @ w.T + b, y_dev, unclear, blocked, cfg))
+    return w, b, info
+
+
+def _rich_progress() -> tuple[ProgressFn, Callable[[], None]]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+    )  # fmt: skip
+    bar.start()
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        key = stage.split(":", 1)[0]
+        if key not in tasks:
+            tasks[key] = bar.add_task(stage, total=total)
+        bar.update(tasks[key], completed=done, total=total, description=stage)
+
+    return update, bar.stop
+
+
+def train_prompt(
+    prompt: Prompt,
+    out_dir: Path,
+    *,
+    encoder: SentenceEncoder,
+    data: Sequence[Example] | None = None,
+    variant: str = "head",
+    extra_files: Sequence[Path] = (),
+    config: TrainConfig | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train a stance model for ``prompt`` and write it to ``out_dir``; returns its ``model.json`` metadata.
+
+    ``data`` replaces the committed train split (``None``: use it); ``extra_files`` are JSONL files of labelled
+    replies added to it. ``variant`` is ``head`` (seconds), ``finetune`` (minutes) or ``auto`` (both, keeps the
+    better on dev). Everything is chosen on dev; test is never read.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    cfg = config or TrainConfig()
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    names = list(prompt.label_names)
+    train, dev = training_data(prompt, data=data, extra_files=extra_files, seed=cfg.seed)
+    missing = sorted(set(names) - {ex.label for ex in train})
+    if missing:
+        log.warning("Prompt %s: no training replies for %s; those labels are never predicted", prompt.id, missing)
+    update, stop = _rich_progress() if progress else (None, lambda: None)
+    started = time.perf_counter()
+    stage = tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        t0 = time.perf_counter()
+        w, b, info = train_head(encoder, names, train, dev, cfg, update)
+        timings = {"head_seconds": round(time.perf_counter() - t0, 1)}
+        kind, candidates = "head", {"head": info["dev_macro_f1"]}
+        if variant in ("finetune", "auto"):
+            t0 = time.perf_counter()
+            fw, fb, finfo = train_finetuned(names, train, dev, cfg, tmp, init=(w, b), progress=update)
+            timings["finetune_seconds"] = round(time.perf_counter() - t0, 1)
+            candidates["finetuned"] = finfo["dev_macro_f1"]
+            if variant == "finetune" or finfo["dev_macro_f1"] > info["dev_macro_f1"] + 1e-9:
+                kind, w, b, info = "finetuned", fw, fb, finfo
+            else:
+                shutil.rmtree(tmp / ENCODER_DIR, ignore_errors=True)
+    finally:
+        stop()
+    train_hash = data_hash([*train, *dev])
+    encoder_name = encoder.name if kind == "head" else f"{encoder.name}-ft"
+    version = f"{kind}:{encoder_name}:{train_hash[:8]}:{prompt_fingerprint(prompt)}"
+    meta: dict[str, Any] = {
+        "prompt": prompt.id,
+        "base_encoder": encoder.name,
+        "variant_requested": variant,
+        "candidates_dev_macro_f1": candidates,
+        "data_hash": train_hash,
+        "n_train": len(train),
+        "n_dev": len(dev),
+        "train_label_counts": {n: sum(1 for ex in train if ex.label == n) for n in names},
+        "extra_files": [str(p) for p in extra_files],
+        "config": asdict(cfg),
+        "dev": {key: value for key, value in info.items() if key not in ("temperature", "threshold")},
+        "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    model = HeadClassifier(
+        encoder, names, w, b, threshold=float(info["threshold"]), temperature=float(info["temperature"]),
+        version=version, kind=kind,
+    )  # fmt: skip
+    model.save(stage, meta)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    stage.rename(out_dir)
+    log.info(
+        "Prompt %s: trained %s model %s in %.1f s -> %s", prompt.id, kind, version, meta["seconds"]["total"], out_dir
+    )
+    return {**meta, "kind": kind, "version": version, "threshold": model.threshold, "temperature": model.temperature}

@@ -1,0 +1,168 @@
+"""Data, splits, training and evaluation of stance models (fast variants; the full recipe is in models/README.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bot.__main__ import main
+from bot.core import datasets
+from bot.core.datasets import DataError, Example
+from bot.core.encoder import SentenceEncoder
+from bot.core.evaluation import evaluate, expected_calibration_error
+from bot.core.language import detect_non_english
+from bot.core.prompts import UNCLEAR, PromptCatalog
+from bot.core.stance import GatedClassifier, SimilarityClassifier
+from bot.core.trained import load_if_present
+from bot.core.training import TrainConfig, choose_threshold, fit_temperature, macro_f1, train_prompt
+
+PROMPTS = ("alliance", "defense")
+EVALUATE_KEYS = {
+    "n", "accuracy", "macro_f1", "per_label", "confusion", "unclear_share", "ece", "subsets", "throughput", "model",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("prompt_id", PROMPTS)
+def test_committed_splits_are_disjoint_stratified_and_hard_enough(catalog: PromptCatalog, prompt_id: str) -> None:
+    prompt = catalog.get(prompt_id)
+    parts = {name: datasets.load_split(prompt, name) for name in datasets.SPLITS}
+    keys = {name: {datasets.dedupe_key(ex.text) for ex in rows} for name, rows in parts.items()}
+    assert not keys["train"] & keys["test"] and not keys["dev"] & keys["test"] and not keys["train"] & keys["dev"]
+    test = parts["test"]
+    assert sum(1 for ex in test if set(ex.tags) & {"sarcasm", "negation"}) >= 40
+    assert sum(1 for ex in test if "ja" in ex.tags) >= 3
+    for label in prompt.label_names:  # every label in every split, roughly in proportion
+        shares = [sum(ex.label == label for ex in rows) / len(rows) for rows in parts.values()]
+        assert min(shares) > 0 and max(shares) - min(shares) < 0.1
+
+
+def test_split_is_deterministic_and_keeps_near_duplicates_together() -> None:
+    rows = [Example(f"reply number {i} about the alliance", ["a", "b"][i % 2], tags=("sarcasm",) if i % 3 else ())
+            for i in range(100)]  # fmt: skip
+    rows.append(Example("Reply number 1 about the ALLIANCE!", "b"))
+    first = datasets.split_examples(rows, min_hard_test=10)
+    again = datasets.split_examples(list(reversed(rows)), min_hard_test=10)
+    assert {n: sorted(e.text for e in v) for n, v in first.items()} == {
+        n: sorted(e.text for e in v) for n, v in again.items()
+    }
+    where = {ex.text: name for name, part in first.items() for ex in part}
+    assert where["reply number 1 about the alliance"] == where["Reply number 1 about the ALLIANCE!"]
+    assert sum(len(v) for v in first.values()) == len(rows)
+
+
+def test_data_with_foreign_labels_is_rejected(catalog: PromptCatalog, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "hi", "label": "fair"}\n{"text": "yo", "label": "maybe"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="maybe"):
+        datasets.for_prompt(datasets.load_jsonl(path), catalog.get("alliance"))
+    path.write_text('{"text": "hi"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 1"):
+        datasets.load_jsonl(path)
+
+
+@pytest.mark.parametrize("prompt_id", PROMPTS)
+def test_language_check_never_flags_the_english_data(prompt_id: str) -> None:
+    rows = datasets.load_jsonl(datasets.raw_data_path(prompt_id))
+    english = [ex.text for ex in rows if not set(ex.tags) & set(datasets.FOREIGN_TAGS)]
+    foreign = [ex.text for ex in rows if set(ex.tags) & set(datasets.FOREIGN_TAGS)]
+    assert [t for t in english if detect_non_english(t)] == []
+    assert sum(detect_non_english(t) is not None for t in foreign) >= 0.9 * len(foreign)
+
+
+def test_metrics_helpers() -> None:
+    assert macro_f1([0, 1, 1], [0, 1, 1], 2) == 1.0
+    assert expected_calibration_error([1.0, 1.0], [True, True]) == 0.0
+    assert expected_calibration_error([0.9, 0.9], [False, False]) == pytest.approx(0.9)
+    logits = np.array([[4.0, 0.0], [4.0, 0.0], [0.0, 4.0], [0.0, 4.0]])
+    assert fit_temperature(logits, np.array([0, 1, 1, 0])) > 5  # half right: flatten
+    probs = np.array([[0.95, 0.05], [0.55, 0.45], [0.2, 0.8], [0.6, 0.4]])
+    chosen = choose_threshold(probs, np.array([0, 1, 1, 0]), unclear=1, target=0.9)
+    assert chosen["precision_target_met"] and chosen["dev_precision"] >= 0.9
+
+
+@pytest.fixture(scope="module")
+def small_models(
+    tmp_path_factory: pytest.TempPathFactory, encoder: SentenceEncoder, catalog: PromptCatalog
+) -> dict[str, Path]:
+    """Head models trained on a small slice (30 replies per label) of each prompt's train split."""
+    out = tmp_path_factory.mktemp("build")
+    for prompt_id in PROMPTS:
+        prompt = catalog.get(prompt_id)
+        train = datasets.load_split(prompt, "train")
+        slice_ = [ex for label in prompt.label_names for ex in [e for e in train if e.label == label][:30]]
+        train_prompt(prompt, out / prompt_id, encoder=encoder, data=slice_, variant="head")
+    return {pid: out / pid for pid in PROMPTS}
+
+
+@pytest.mark.parametrize("prompt_id", PROMPTS)
+def test_trained_head_beats_similarity_on_held_out_replies(
+    small_models: dict[str, Path], encoder: SentenceEncoder, catalog: PromptCatalog, prompt_id: str
+) -> None:
+    prompt = catalog.get(prompt_id)
+    held_out = datasets.load_split(prompt, "dev")
+    trained = load_if_present(small_models[prompt_id], prompt, encoder)
+    assert trained is not None and trained.version.startswith("head:")
+    scores = {}
+    for name, inner in (("trained", trained), ("similarity", SimilarityClassifier(prompt, encoder))):
+        report = evaluate(GatedClassifier(inner), held_out, prompt.label_names, speed=False)
+        scores[name] = report["without_threshold"]["macro_f1"]
+    assert scores["trained"] >= scores["similarity"] + 0.05, scores
+
+
+def test_model_folder_records_what_it_was_trained_on(small_models: dict[str, Path], catalog: PromptCatalog) -> None:
+    meta = json.loads((small_models["alliance"] / "model.json").read_text(encoding="utf-8"))
+    assert meta["labels"] == list(catalog.get("alliance").label_names)
+    assert meta["kind"] == "head" and meta["prompt"] == "alliance"
+    assert len(meta["data_hash"]) == 16 and meta["n_train"] == 120
+    assert 0.0 <= meta["threshold"] < 1.0 and meta["temperature"] > 0
+    assert {"dev_macro_f1", "dev_precision", "dev_coverage", "c"} <= set(meta["dev"])
+
+
+def test_finetuned_variant_saves_and_loads_its_own_encoder(
+    tmp_path: Path, encoder: SentenceEncoder, catalog: PromptCatalog
+) -> None:
+    prompt = catalog.get("defense")
+    train = datasets.load_split(prompt, "train")[:48]
+    cfg = TrainConfig(ft_layers=1, ft_epochs=1, c_grid=(1.0,))
+    meta = train_prompt(prompt, tmp_path / "defense", encoder=encoder, data=train, variant="finetune", config=cfg)
+    assert meta["kind"] == "finetuned" and (tmp_path / "defense" / "encoder" / "config.json").is_file()
+    model = load_if_present(tmp_path / "defense", prompt, encoder)
+    assert model is not None and model.encoder is not encoder and model.version.startswith("finetuned:")
+    (result,) = model.classify(["Japan should build more missiles."])
+    assert result.label in prompt.label_names
+
+
+def test_evaluate_json_has_the_promised_keys(tmp_path: Path, catalog: PromptCatalog) -> None:
+    data = tmp_path / "mine.jsonl"
+    rows = datasets.load_split(catalog.get("alliance"), "test")[:12]
+    rows.append(Example("日本はもっと負担すべき", "unfair", tags=("ja",)))
+    datasets.save_jsonl(data, rows)
+    result = CliRunner().invoke(
+        main, ["evaluate", "--prompt", "alliance", "--data", str(data), "--model", "similarity", "--no-quantize"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) >= EVALUATE_KEYS
+    assert report["n"] == 13 and report["prompt"] == "alliance"
+    assert set(report["per_label"]) == set(catalog.get("alliance").label_names)
+    assert {"precision", "recall", "f1"} <= set(report["per_label"][UNCLEAR])
+    assert len(report["confusion"]["matrix"]) == 4
+    assert {"sarcasm", "negation", "ja"} <= set(report["subsets"])
+    assert report["subsets"]["ja"] == {"n": 1, "accuracy": 0.0}
+    throughput = report["throughput"]
+    assert throughput["batched_replies_per_s"] > 0 and throughput["pipeline_replies_per_s"] > 0
+    # the speeds are printed to 0.1 replies/s, the ratio from the unrounded speeds
+    low = (throughput["batched_replies_per_s"] - 0.05) / (throughput["pipeline_replies_per_s"] + 0.05)
+    high = (throughput["batched_replies_per_s"] + 0.05) / (throughput["pipeline_replies_per_s"] - 0.05)
+    assert low - 0.01 <= throughput["ratio"] <= high + 0.01
+
+
+def test_evaluate_says_what_is_wrong(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "label": "nope"}\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["evaluate", "--prompt", "alliance", "--data", str(bad), "--no-speed"])
+    assert result.exit_code == 2 and "nope" in result.stderr
