@@ -1,0 +1,194 @@
+"""``stancebot analyze`` on DiscordChatExporter-shaped exports: CSV, database tally, digest and chart agree."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from bot.cli_analyze import ExportError, analyze, analyze_export, read_export
+from bot.core.prompts import UNCLEAR, PromptCatalog
+from bot.core.stance import StanceResult
+from bot.storage.db import make_engine, make_sessionmaker, sqlite_url
+from bot.storage.repository import Repository
+
+GUILD_ID, CHANNEL_ID = 900000000000000001, 900000000000000002
+START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+TEXTS = {
+    "unfair": ["Japan should pay more, we protect them for free", "@everyone the US carries the whole cost"],
+    "fair": ["It's fair: Japan pays billions for the bases", "fair deal, they host our troops <@123>"],
+    "mutual_benefit": ["Both countries gain from the bases", "both sides win, Asia stays stable"],
+    UNCLEAR: ["anyone tried the new Toyota hybrid?", "🇯🇵🔥", ""],
+}
+
+
+class KeywordClassifier:
+    """A deterministic stand-in (this test is about storage and files, not about the model)."""
+
+    version = "keywords:test"
+    threshold = 0.5
+
+    def classify(self, texts: Sequence[str]) -> list[StanceResult]:
+        out = []
+        for text in texts:
+            lower = text.lower()
+            label = next((label for label, keys in KEYWORDS if any(k in lower for k in keys)), UNCLEAR)
+            out.append(StanceResult(label, 0.5 + (len(text) % 50) / 100))
+        return out
+
+
+KEYWORDS = (("unfair", ("pay more", "carries")), ("mutual_benefit", ("both",)), ("fair", ("fair",)))
+
+
+def _user(n: int, *, bot: bool = False) -> dict[str, Any]:
+    return {
+        "id": str(700000000000000000 + n),
+        "name": f"member{n}",
+        "discriminator": "0000",
+        "nickname": f"Member {n}",
+        "color": None,
+        "isBot": bot,
+        "roles": [],
+        "avatarUrl": "https://cdn.discordapp.com/embed/avatars/0.png",
+    }
+
+
+def make_export(path: Path, total: int, *, members: int = 300, seed: int = 5) -> Counter[str]:
+    """Write a DiscordChatExporter-shaped JSON export of ``total`` messages; returns the member messages' labels."""
+    rng = random.Random(seed)
+    messages, written = [], Counter[str]()
+    for i in range(total):
+        when = START + timedelta(minutes=17 * i)
+        message: dict[str, Any] = {
+            "id": str(800000000000000000 + i),
+            "type": "Default",
+            "timestamp": when.astimezone().isoformat(timespec="milliseconds"),
+            "timestampEdited": None,
+            "callEndedTimestamp": None,
+            "isPinned": False,
+            "attachments": [],
+            "embeds": [],
+            "stickers": [],
+            "reactions": [],
+            "mentions": [],
+            "inlineEmojis": [],
+        }
+        if i % 125 == 7:  # joins and pins are not replies
+            message |= {
+                "type": "GuildMemberJoin",
+                "content": "Joined the server.",
+                "author": _user(rng.randrange(members)),
+            }
+        elif i % 125 == 8:  # neither are bots
+            message |= {"content": "Beep: daily reminder", "author": _user(9999, bot=True)}
+        else:
+            label = rng.choice(list(TEXTS))
+            written[label] += 1
+            message |= {"content": rng.choice(TEXTS[label]), "author": _user(rng.randrange(members))}
+            if i % 10 == 0:
+                message |= {"type": "Reply", "reference": {"messageId": str(800000000000000000 + i - 1)}}
+        messages.append(message)
+    rng.shuffle(messages)  # exports are in order; the reader must not rely on it
+    export = {
+        "guild": {"id": str(GUILD_ID), "name": "Politics", "iconUrl": ""},
+        "channel": {
+            "id": str(CHANNEL_ID),
+            "type": "GuildPublicThread",
+            "categoryId": "1",
+            "category": "debate",
+            "name": "US-Japan alliance",
+            "topic": None,
+        },
+        "dateRange": {"after": None, "before": None},
+        "exportedAt": "2026-03-01T00:00:00.000+00:00",
+        "messages": messages,
+        "messageCount": len(messages),
+    }
+    path.write_text(json.dumps(export), encoding="utf-8")
+    return written
+
+
+async def test_analyze_5000_messages_csv_matches_database_tally(tmp_path: Path, catalog: PromptCatalog) -> None:
+    export = tmp_path / "alliance.json"
+    make_export(export, 5000)
+    member_messages = 5000 - 2 * 40
+    out = tmp_path / "out"
+    url = sqlite_url(out / "analysis.db")
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    result = await analyze_export(
+        export,
+        catalog.get("alliance"),
+        out_dir=out,
+        classifier=KeywordClassifier(),
+        database_url=url,
+        tz="Europe/Berlin",
+        console=console,
+    )
+    assert "Classifying" in screen.getvalue()
+    assert f"{member_messages}/{member_messages}" in screen.getvalue()
+
+    with result.csv_path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == member_messages == result.stored
+    assert len({r["message_id"] for r in rows}) == member_messages
+    engine = make_engine(url)
+    try:
+        repo = Repository(make_sessionmaker(engine))
+        assert await repo.count_replies() == member_messages
+        tally = await repo.tally(catalog.get("alliance"), GUILD_ID)
+    finally:
+        await engine.dispose()
+    counted = Counter(r["stance"] for r in rows if r["counted"] == "yes")
+    assert {label: counted[label] for label in tally.labels} == dict(tally.counts) | {
+        lb: 0 for lb in tally.labels if lb not in tally.counts
+    }
+    assert tally.total == len({r["author_id"] for r in rows})  # member mode: one counted stance per member
+    assert dict(result.digest.overall) == dict(tally.counts)
+    assert sum(f.replies for f in result.digest.history) <= member_messages
+    all_labels = Counter(r["stance"] for r in rows)
+    assert all_labels[UNCLEAR] > 0 and all_labels["unfair"] > 0
+    assert result.chart_path.read_bytes().startswith(b"\x89PNG")
+    markdown = result.markdown_path.read_text(encoding="utf-8")
+    assert markdown.startswith("# Weekly digest: Is the U.S.-Japan alliance unfair to the U.S.?")
+    assert "<@123>" not in markdown and "@everyone" not in markdown
+
+    # Analysing the same export into the same database again stores nothing twice.
+    again = await analyze_export(
+        export, catalog.get("alliance"), out_dir=out, classifier=KeywordClassifier(), database_url=url, console=console
+    )
+    assert again.stored == 0
+    assert again.tally == result.tally
+
+
+def test_reading_a_file_that_is_not_an_export(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"channel_id": "1", "messages": "nope"}), encoding="utf-8")
+    with pytest.raises(ExportError, match="--format Json"):
+        read_export(bad)
+    bad.write_text("{", encoding="utf-8")
+    with pytest.raises(ExportError, match="not JSON"):
+        read_export(bad)
+
+
+def test_cli_with_the_real_model(tmp_path: Path) -> None:
+    export = tmp_path / "small.json"
+    make_export(export, 60, members=12)
+    result = CliRunner().invoke(analyze, [str(export), "--prompt", "alliance", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "Weekly digest: Is the U.S.-Japan alliance unfair to the U.S.?" in result.output
+    assert "58 messages analysed (2 system or bot messages skipped)" in result.output
+    assert {p.name for p in (tmp_path / "o").iterdir()} >= {"stances.csv", "digest.md", "chart.png", "analysis.db"}
+    unknown = CliRunner().invoke(analyze, [str(export), "--prompt", "nope"])
+    assert unknown.exit_code == 2
+    assert "Unknown prompt 'nope'" in unknown.output

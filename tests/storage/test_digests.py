@@ -1,0 +1,456 @@
+"""Digest figures from the database, schedules that survive restarts, and digests posted exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from itertools import count
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.core.digest import Digest
+from bot.core.periods import Cadence, Period
+from bot.core.prompts import PromptCatalog
+from bot.core.stance import StanceResult
+from bot.scheduler import Scheduler
+from bot.storage.db import make_engine, make_sessionmaker, upgrade
+from bot.storage.digests import STALE_CLAIM, DigestClaim, DigestStore, PromptScheduleInfo
+from bot.storage.models import Base, DigestPost, DigestSchedule
+from bot.storage.repository import PostInfo, Repository
+from tests.conftest import WANT_PG, _drop_pg_database, _pg_database
+
+GUILD = 1001
+BERLIN = "Europe/Berlin"
+# Monday 09:00 in Berlin, weekly. 2026-03-29 is the night clocks go forward (CET -> CEST).
+MONDAY_9 = Cadence("weekly", 0, time(9, 0), BERLIN)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@dataclass
+class FakePublisher:
+    """Records what the scheduler would post; can fail or be slow on demand."""
+
+    digests: list[tuple[DigestClaim, Digest]] = field(default_factory=list)
+    prompts: list[PromptScheduleInfo] = field(default_factory=list)
+    fail_next: int = 0
+    delay: float = 0.0
+    already_posted: dict[int, int] = field(default_factory=dict)
+    ids: count[int] = field(default_factory=lambda: count(9000))
+
+    async def publish_digest(self, claim: DigestClaim, digest: Digest) -> int:
+        await asyncio.sleep(self.delay)
+        if self.fail_next:
+            self.fail_next -= 1
+            raise RuntimeError("Discord said 503")
+        self.digests.append((claim, digest))
+        return next(self.ids)
+
+    async def find_digest(self, claim: DigestClaim) -> int | None:
+        return self.already_posted.get(claim.id)
+
+    async def publish_prompt(self, schedule: PromptScheduleInfo) -> tuple[int, int]:
+        await asyncio.sleep(self.delay)
+        self.prompts.append(schedule)
+        return next(self.ids), next(self.ids)
+
+
+async def _post(repo: Repository, catalog: PromptCatalog, slug: str = "alliance") -> PostInfo:
+    await repo.ensure_guild(GUILD, "Test guild")
+    for prompt in catalog:
+        await repo.sync_prompt(prompt)
+    number = {"alliance": 1, "defense": 2}[slug]
+    return await repo.record_post(
+        slug, guild_id=GUILD, channel_id=10, message_id=20 + number, thread_id=30 + number, posted_by=None
+    )
+
+
+_message_ids = count(100_000)
+
+
+async def _say(
+    repo: Repository, post: PostInfo, author: int, when: datetime, label: str, confidence: float = 0.9, text: str = ""
+) -> int:
+    message_id = next(_message_ids)
+    reply = await repo.add_reply(
+        post, message_id=message_id, author_id=author, content=text or f"{label} says {author}", created_at=when
+    )
+    assert reply is not None
+    await repo.save_stance(reply.id, StanceResult(label, confidence), model_version="test")
+    return message_id
+
+
+def _store(engine: AsyncEngine) -> DigestStore:
+    return DigestStore(Repository(make_sessionmaker(engine)))
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# -- figures --------------------------------------------------------------------------------------------------
+
+
+async def test_figures_follow_the_documented_definitions(
+    repo: Repository, engine: AsyncEngine, catalog: PromptCatalog
+) -> None:
+    prompt = catalog.get("alliance")
+    post = await _post(repo, catalog)
+    cadence = Cadence("weekly", 0, time(0), "UTC")  # ISO weeks in UTC
+    w1, w2, w3 = _at("2026-03-02 12:00"), _at("2026-03-09 12:00"), _at("2026-03-16 12:00")
+    # week 1: members 1, 2 unfair, 3 fair
+    await _say(repo, post, 1, w1, "unfair", 0.8)
+    await _say(repo, post, 2, w1, "unfair", 0.7)
+    await _say(repo, post, 3, w1 + timedelta(hours=1), "fair", 0.6)
+    # week 2: member 3 changes to unfair; 4 is unclear; 7 says fair, then something unclear (fair counts);
+    # member 5's reply is deleted
+    await _say(repo, post, 3, w2, "unfair", 0.95, "I changed my mind @everyone <@123>")
+    await _say(repo, post, 4, w2, "unclear", 0.99)
+    await _say(repo, post, 7, w2 + timedelta(hours=1), "fair", 0.55)
+    await _say(repo, post, 7, w2 + timedelta(hours=2), "unclear", 0.9)
+    deleted = await _say(repo, post, 5, w2, "fair", 0.99)
+    await repo.delete_reply(deleted)
+    # week 3: member 6
+    await _say(repo, post, 6, w3, "mutual_benefit", 0.5)
+
+    period = cadence.period_containing(w2)
+    digest = await _store(engine).build_digest(prompt, GUILD, period, cadence, history=3)
+    before, week1, week2 = digest.history
+    assert (before.period.start, week1.period.start, week2.period) == (_at("2026-02-23"), _at("2026-03-02"), period)
+    assert before.counted == 0 and before.replies == 0
+    assert week1.counts == {"unfair": 2, "fair": 1, "mutual_benefit": 0, "unclear": 0}
+    assert week2.counts == {"unfair": 1, "fair": 1, "mutual_benefit": 0, "unclear": 1}  # week 3 not included
+    assert (week2.replies, week2.members, week2.classified, week2.unclear) == (4, 3, 4, 2)  # deleted one left out
+    assert (week1.replies, week1.members) == (3, 3)
+    assert [(q.label, q.author_id) for q in digest.quotes] == [("unfair", 3), ("fair", 7)]  # 5's was deleted
+    quote = digest.quotes[0]
+    assert quote.confidence == pytest.approx(0.95)
+    assert "@\u200beveryone" in quote.safe_text() and "<@123>" not in quote.safe_text()
+    # the overall tally is the live one, whatever the period
+    tally = await repo.tally(prompt, GUILD)
+    assert dict(digest.overall) == dict(tally.counts)
+    assert digest.overall_total == tally.total == 6
+
+
+async def test_every_reply_counts_in_reply_mode(engine: AsyncEngine, catalog: PromptCatalog) -> None:
+    repo = Repository(make_sessionmaker(engine), count_mode="reply")
+    post = await _post(repo, catalog)
+    when = _at("2026-03-10 12:00")
+    for n, label in enumerate(["fair", "unclear", "fair", "unfair"]):
+        await _say(repo, post, 1, when + timedelta(minutes=n), label)
+    cadence = Cadence("daily", tz="UTC")
+    digest = await DigestStore(repo).build_digest(
+        catalog.get("alliance"), GUILD, cadence.period_containing(when), cadence
+    )
+    assert digest.current.counts == {"unfair": 1, "fair": 2, "mutual_benefit": 0, "unclear": 1}
+    assert digest.current.members == 1
+
+
+@pytest.mark.skipif("opt_outs" not in Base.metadata.tables, reason="no opt-outs in this schema")
+async def test_members_who_opted_out_are_left_out(
+    repo: Repository, engine: AsyncEngine, catalog: PromptCatalog
+) -> None:
+    post = await _post(repo, catalog)
+    when = _at("2026-03-10 12:00")
+    await _say(repo, post, 1, when, "unfair", 0.99, "quote me not")
+    await _say(repo, post, 2, when, "fair", 0.6)
+    async with engine.begin() as conn:
+        await conn.execute(Base.metadata.tables["opt_outs"].insert().values(guild_id=GUILD, user_id=1, created_at=when))
+    cadence = Cadence("weekly", tz="UTC")
+    digest = await _store(engine).build_digest(catalog.get("alliance"), GUILD, cadence.period_containing(when), cadence)
+    assert digest.current.counts["unfair"] == 0 and digest.current.members == 1
+    assert digest.quote_for("unfair") is None
+
+
+async def test_figures_for_a_prompt_never_posted_are_zero(engine: AsyncEngine, catalog: PromptCatalog) -> None:
+    period = MONDAY_9.period_containing(_at("2026-03-10 12:00"))
+    digest = await _store(engine).build_digest(catalog.get("defense"), GUILD, period, MONDAY_9)
+    assert digest.current.counted == 0
+    assert len(digest.history) == 8
+    assert digest.quotes == ()
+
+
+# -- schedules and the scheduler ------------------------------------------------------------------------------
+
+
+async def _schedule(
+    repo: Repository, engine: AsyncEngine, catalog: PromptCatalog, clock: FakeClock, cadence: Cadence = MONDAY_9
+) -> int:
+    await _post(repo, catalog)
+    info = await _store(engine).upsert_schedule(GUILD, "alliance", 55, cadence, created_by=7, now=clock())
+    return info.id
+
+
+def _scheduler(engine: AsyncEngine, catalog: PromptCatalog, clock: FakeClock, publisher: FakePublisher) -> Scheduler:
+    return Scheduler(_store(engine), catalog, publisher, clock=clock)
+
+
+async def test_weekly_schedule_fires_at_local_time_across_dst(
+    repo: Repository, engine: AsyncEngine, catalog: PromptCatalog
+) -> None:
+    clock = FakeClock(_at("2026-03-18 12:00"))  # a Wednesday, CET (UTC+1)
+    await _schedule(repo, engine, catalog, clock)
+    publisher = FakePublisher()
+    scheduler = _scheduler(engine, catalog, clock, publisher)
+    [info] = await scheduler.store.schedules(GUILD)
+    assert info.next_due_at == _at("2026-03-23 08:00")  # Monday 09:00 CET
+
+    clock.now = _at("2026-03-23 07:59:59")
+    assert await scheduler.run_due() == []
+    clock.now = _at("2026-03-23 08:00")
+    [outcome] = await scheduler.run_due()
+    assert outcome.result == "posted"
+    claim, digest = publisher.digests[0]
+    assert (claim.period.start, claim.period.end) == (_at("2026-03-16 08:00"), _at("2026-03-23 08:00"))
+    assert not digest.late
+
+    [info] = await scheduler.store.schedules(GUILD)
+    assert info.next_due_at == _at("2026-03-30 07:00")  # Monday 09:00 CEST (UTC+2): the week had 167 hours
+    clock.now = _at("2026-03-30 07:00")
+    await scheduler.run_due()
+    claim, _ = publisher.digests[1]
+    assert (claim.period.start, claim.period.end) == (_at("2026-03-23 08:00"), _at("2026-03-30 07:00"))
+    assert len(publisher.digests) == 2
+
+
+async def test_restart_mid_period_posts_no_duplicate(
+    repo: Repository, engine: AsyncEngine, db_url: str, catalog: PromptCatalog
+) -> None:
+    clock = FakeClock(_at("2026-03-20 12:00"))
+    schedule_id = await _schedule(repo, engine, catalog, clock)
+    first = FakePublisher()
+    clock.now = _at("2026-03-23 08:00:30")
+    await _scheduler(engine, catalog, clock, first).run_due()
+    assert len(first.digests) == 1
+
+    # A new process (new engine, new scheduler) on the same database, in the middle of the next week.
+    second_engine = make_engine(db_url)
+    try:
+        second = FakePublisher()
+        clock.now = _at("2026-03-26 15:00")
+        restarted = _scheduler(second_engine, catalog, clock, second)
+        assert await restarted.run_due() == []
+        # Even if the first process died after posting but before moving the schedule on, nothing is posted twice.
+        async with second_engine.begin() as conn:
+            await conn.execute(
+                update(DigestSchedule)
+                .where(DigestSchedule.id == schedule_id)
+                .values(next_due_at=_at("2026-03-23 08:00"))
+            )
+        [outcome] = await restarted.run_due()
+        assert outcome.result == "already-claimed"
+        assert second.digests == []
+        assert (await restarted.store.schedules(GUILD))[0].next_due_at == _at("2026-03-30 07:00")
+    finally:
+        await second_engine.dispose()
+
+
+async def test_missed_digest_is_posted_once_and_late(
+    repo: Repository, engine: AsyncEngine, db_url: str, catalog: PromptCatalog
+) -> None:
+    clock = FakeClock(_at("2026-03-18 12:00"))
+    await _schedule(repo, engine, catalog, clock)
+    # The bot was down from before Monday 23 March until Wednesday 8 April: three digests fell due.
+    clock.now = _at("2026-04-08 10:00")
+    publisher = FakePublisher()
+    [outcome] = await _scheduler(engine, catalog, clock, publisher).run_due()
+    assert outcome.result == "posted-late"
+    [(claim, digest)] = publisher.digests
+    assert digest.late and claim.late
+    assert (claim.period.start, claim.period.end) == (_at("2026-03-30 07:00"), _at("2026-04-06 07:00"))
+    # Started again (e.g. crash-looping): not posted again.
+    other_engine = make_engine(db_url)
+    try:
+        again = FakePublisher()
+        clock.advance(minutes=3)
+        assert await _scheduler(other_engine, catalog, clock, again).run_due() == []
+        assert again.digests == []
+    finally:
+        await other_engine.dispose()
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(DigestPost.late, DigestPost.posted_at))).all()
+    assert len(rows) == 1
+    assert rows[0].late and rows[0].posted_at is not None
+
+
+async def test_failed_post_is_retried_once_stale_and_never_doubled(
+    repo: Repository, engine: AsyncEngine, catalog: PromptCatalog
+) -> None:
+    clock = FakeClock(_at("2026-03-18 12:00"))
+    await _schedule(repo, engine, catalog, clock)
+    publisher = FakePublisher(fail_next=1)
+    scheduler = _scheduler(engine, catalog, clock, publisher)
+    clock.now = _at("2026-03-23 08:00")
+    [outcome] = await scheduler.run_due()
+    assert outcome.result == "failed"
+    clock.advance(minutes=1)
+    assert await scheduler.run_due() == []  # the claim is not abandoned yet
+    wake = await scheduler.store.next_wakeup()
+    assert wake is not None and wake <= _at("2026-03-23 08:00") + STALE_CLAIM + timedelta(seconds=1)
+    clock.now = wake
+    [outcome] = await scheduler.run_due()
+    assert outcome.result == "posted-late"
+    assert len(publisher.digests) == 1
+    assert await scheduler.run_due() == []
+
+
+async def test_retry_finds_a_message_that_did_go_out(
+    repo: Repository, engine: AsyncEngine, catalog: PromptCatalog
+) -> None:
+    clock = FakeClock(_at("2026-03-18 12:00"))
+    await _schedule(repo, engine, catalog, clock)
+    publisher = FakePublisher(fail_next=1)
+    scheduler = _scheduler(engine, catalog, clock, publisher)
+    clock.now = _at("2026-03-23 08:00")
+    await scheduler.run_due()
+    [claim_id] = await scheduler.store.abandoned_claims(clock() + STALE_CLAIM * 2)
+    publisher.already_posted[claim_id] = 4242  # the message got through although the call failed
+    clock.advance(minutes=11)
+    [outcome] = await scheduler.run_due()
+    assert outcome.result == "posted-late"
+    assert publisher.digests == []
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(DigestPost.message_id)) == 4242
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (the race needs real concurrent transactions)."""
+    if not WANT_PG:
+        pytest.skip("STANCEBOT_TEST_POSTGRES=0: PostgreSQL variant left out on request")
+    url = await _pg_database()
+    try:
+        yield url
+    finally:
+        await _drop_pg_database(url)
+
+
+@pytest.mark.postgres
+async def test_two_processes_racing_post_each_digest_once(pg_url: str, catalog: PromptCatalog) -> None:
+    engines = [make_engine(pg_url), make_engine(pg_url)]
+    await upgrade(engines[0])
+    repo = Repository(make_sessionmaker(engines[0]))
+    clock = FakeClock(_at("2026-03-18 12:00"))
+    try:
+        await _post(repo, catalog, "alliance")
+        await _post(repo, catalog, "defense")
+        store = _store(engines[0])
+        for kind in ("daily", "weekly"):
+            for slug in ("alliance", "defense"):
+                cadence = Cadence(kind, 0, time(9), BERLIN)  # type: ignore[arg-type]
+                await store.upsert_schedule(GUILD, slug, 55, cadence, created_by=None, now=clock())
+        publishers = [FakePublisher(delay=0.01), FakePublisher(delay=0.01)]
+        schedulers = [_scheduler(e, catalog, clock, p) for e, p in zip(engines, publishers, strict=True)]
+        posted: list[tuple[str, str, datetime]] = []
+        for _ in range(6):  # six days: 12 daily digests and 2 weekly ones
+            clock.advance(days=1)
+            await asyncio.gather(*(s.run_due() for s in schedulers))
+        for publisher in publishers:
+            posted += [(c.prompt_slug, c.period.kind, c.period.start) for c, _ in publisher.digests]
+        assert len(posted) == len(set(posted)) == 6 * 2 + 2
+        async with engines[0].connect() as conn:
+            assert await conn.scalar(select(DigestPost.id).where(DigestPost.posted_at.is_(None))) is None
+    finally:
+        for e in engines:
+            await e.dispose()
+
+
+async def test_scheduled_prompt_is_posted_once(repo: Repository, engine: AsyncEngine, catalog: PromptCatalog) -> None:
+    clock = FakeClock(_at("2026-03-18 12:00"))
+    await _post(repo, catalog)
+    store = _store(engine)
+    info = await store.add_prompt_schedule(
+        GUILD, "defense", 77, _at("2026-03-19 08:00"), tz=BERLIN, created_by=7, now=clock()
+    )
+    assert await store.next_wakeup() == _at("2026-03-19 08:00")
+    publishers = [FakePublisher(delay=0.01), FakePublisher(delay=0.01)]
+    schedulers = [_scheduler(engine, catalog, clock, p) for p in publishers]
+    clock.now = _at("2026-03-19 08:00")
+    await asyncio.gather(*(s.run_due() for s in schedulers))
+    assert [p.id for pub in publishers for p in pub.prompts] == [info.id]
+    assert await store.prompt_schedules(GUILD) == []
+    assert await store.cancel_prompt_schedule(GUILD, info.id) is None
+
+
+async def test_schedules_upsert_cancel_and_move_with_the_guild_zone(
+    repo: Repository, engine: AsyncEngine, catalog: PromptCatalog
+) -> None:
+    clock = FakeClock(_at("2026-03-18 12:00"))
+    await _post(repo, catalog)
+    store = _store(engine)
+    assert await store.guild_timezone(GUILD) is None
+    first = await store.upsert_schedule(GUILD, "alliance", 55, MONDAY_9, created_by=7, now=clock())
+    moved = await store.upsert_schedule(
+        GUILD, "alliance", 56, Cadence("weekly", 4, time(18), BERLIN), created_by=8, now=clock()
+    )
+    assert moved.id == first.id and moved.channel_id == 56
+    assert moved.next_due_at == _at("2026-03-20 17:00")  # Friday 18:00 CET
+    [after] = await store.set_guild_timezone(GUILD, "America/New_York", now=clock())
+    assert await store.guild_timezone(GUILD) == "America/New_York"
+    assert after.cadence.tz == "America/New_York"
+    assert after.next_due_at == _at("2026-03-20 22:00")  # Friday 18:00 EDT
+    assert [s.id for s in await store.cancel_schedules(GUILD, prompt_slug="alliance")] == [first.id]
+    assert await store.schedules(GUILD) == []
+    assert await store.next_wakeup() is None
+
+
+def test_period_of_claim_is_the_period_that_just_ended() -> None:
+    due = _at("2026-03-30 07:00")
+    period = MONDAY_9.last_complete(due)
+    assert period == Period("weekly", _at("2026-03-23 08:00"), due, BERLIN)
+
+
+async def test_the_loop_sleeps_to_the_nearest_row_and_wakes_when_told(
+    repo: Repository, engine: AsyncEngine, catalog: PromptCatalog
+) -> None:
+    clock = FakeClock(_at("2026-03-23 07:59:59.8"))  # 0.2 s before Monday 09:00 in Berlin
+    await _schedule(repo, engine, catalog, clock)
+    publisher = FakePublisher()
+    scheduler = _scheduler(engine, catalog, clock, publisher)
+    scheduler.start()
+    try:
+        await asyncio.sleep(0.05)
+        assert publisher.digests == []
+        clock.advance(seconds=0.3)  # the loop's own timer (0.5 s at least) fires after this
+        for _ in range(40):
+            if publisher.digests:
+                break
+            await asyncio.sleep(0.05)
+        assert len(publisher.digests) == 1
+        # A prompt post added for "now" is picked up at once when the scheduler is woken.
+        await scheduler.store.add_prompt_schedule(GUILD, "defense", 77, clock(), tz="UTC", created_by=None, now=clock())
+        scheduler.wake()
+        for _ in range(40):
+            if publisher.prompts:
+                break
+            await asyncio.sleep(0.05)
+        assert len(publisher.prompts) == 1
+    finally:
+        await scheduler.stop()
+
+
+async def test_forget_user_clears_who_created_schedules(
+    repo: Repository, engine: AsyncEngine, catalog: PromptCatalog
+) -> None:
+    clock = FakeClock(_at("2026-03-18 12:00"))
+    await _schedule(repo, engine, catalog, clock)  # created_by=7
+    store = _store(engine)
+    await store.add_prompt_schedule(GUILD, "defense", 77, _at("2026-03-20 08:00"), tz="UTC", created_by=7, now=clock())
+    assert await store.forget_user(7) == 2
+    assert [s.created_by for s in await store.schedules(GUILD)] == [None]
+    assert [p.created_by for p in await store.prompt_schedules(GUILD)] == [None]
