@@ -111,11 +111,35 @@ def run(config: Path | None) -> None:
 )
 @click.option("--interactive", is_flag=True, help="Type replies yourself as a member.")
 @click.option("--database", default=None, help="Database URL (default: a fresh SQLite file in a temp folder).")
-def sandbox(config: Path | None, replies: Path | None, interactive: bool, database: str | None) -> None:
+@click.option(
+    "--days",
+    type=click.IntRange(0, 366),
+    default=0,
+    help="Simulate N days of replies under a fake clock and show the digests.",
+)
+@click.option(
+    "--period",
+    type=click.Choice(["daily", "weekly", "monthly"]),
+    default=None,
+    help="With --days: digest period (default: weekly from 14 days, else daily).",
+)
+def sandbox(
+    config: Path | None,
+    replies: Path | None,
+    interactive: bool,
+    database: str | None,
+    days: int,
+    period: str | None,
+) -> None:
     """Run the real bot against a local Discord-compatible server: no token, no network."""
     settings = settings_from(config)
 
     async def _main() -> None:
+        if days:
+            from bot.sandbox.days import run_days
+
+            await run_days(settings, days, period=period, database=database)
+            return
         from bot.sandbox.runner import run_sandbox
 
         await run_sandbox(settings, replies=replies, interactive=interactive, database=database)
@@ -163,9 +187,10 @@ def db_downgrade(config: Path | None, revision: str) -> None:
 
 
 def _register_extra_commands() -> None:
-    from bot.cli_model import COMMANDS
+    from bot.cli_analyze import COMMANDS as ANALYZE_COMMANDS
+    from bot.cli_model import COMMANDS as MODEL_COMMANDS
 
-    for cmd in COMMANDS:
+    for cmd in [*MODEL_COMMANDS, *ANALYZE_COMMANDS]:
         main.add_command(cmd)
 
 

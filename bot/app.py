@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import discord
 from discord.ext import commands
 
 from bot.config import Settings
-from bot.core.prompts import PromptCatalog
+from bot.core.errors import UnknownPromptError
+from bot.core.prompts import Prompt, PromptCatalog
 from bot.core.service import StanceService
 from bot.pipeline import ReplyPipeline
 from bot.storage.repository import PostInfo, Repository
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.errors", "bot.cogs.prompts", "bot.cogs.stance")
+EXTENSIONS = (
+    "bot.cogs.errors",
+    "bot.cogs.prompts",
+    "bot.cogs.digest",
+    "bot.cogs.guild_config",
+    "bot.cogs.stance",
+    "bot.cogs.moderation",
+    "bot.cogs.privacy",
+)
+
+NO_CONTENT_NOTE = (
+    "I cannot read messages (no message-content intent): replies count when they mention me, "
+    "through /stance submit, or with the stance buttons."
+)
 
 
 @dataclass
@@ -44,13 +59,28 @@ class Stancebot(commands.Bot):
         )
         self.services = services
         self._posts: dict[int, PostInfo] = {}
+        #: Which guild added each prompt of the catalog (``None``: a prompt file, usable everywhere).
+        self._prompt_guild: dict[str, int | None] = {}
+        #: Whether Discord sends this bot the content of messages (see :meth:`_detect_message_content`).
+        self.message_content_enabled = services.settings.bot.message_content_intent
 
     async def setup_hook(self) -> None:
-        """Sync prompt files to the database, load cogs (a broken one is logged, not fatal), sync commands."""
+        """Sync prompts, detect the message-content intent, register persistent buttons, load cogs (a broken one is
+        logged, not fatal), sync commands, warm up the models and classify what the last run left pending."""
+        from bot.cogs._views import DYNAMIC_ITEMS
+
         for prompt in self.services.catalog:
             await self.services.repo.sync_prompt(prompt)
+            self._prompt_guild[prompt.id] = None
+        for prompt, guild_id in await self.services.repo.guild_added_prompts():
+            if prompt.id in self._prompt_guild:
+                log.warning("Guild %s's prompt %s is shadowed by the prompt file of that name", guild_id, prompt.id)
+                continue
+            self.register_prompt(prompt, guild_id)
         for post in await self.services.repo.open_posts():
             self._posts[post.thread_id] = post
+        await self._detect_message_content()
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
         for ext in EXTENSIONS:
             try:
                 await self.load_extension(ext)
@@ -67,8 +97,53 @@ class Stancebot(commands.Bot):
         await self.services.stance.warm_up()
         await self.services.pipeline.resume()
 
+    async def _detect_message_content(self) -> None:
+        """Ask for message content only if the application may have it; otherwise say so and work without it.
+
+        Discord closes the gateway (4014) when a bot asks for a privileged intent it was not granted, so the
+        application's flags decide before connecting.
+        """
+        if not self.message_content_enabled:
+            log.warning("Message-content intent off by configuration. %s", NO_CONTENT_NOTE)
+            return
+        app = self.application or await self.application_info()
+        if app.flags.gateway_message_content or app.flags.gateway_message_content_limited:
+            return
+        log.warning(
+            "The application is not granted the message-content intent (Developer Portal > Bot > Privileged "
+            "Gateway Intents); connecting without it. %s",
+            NO_CONTENT_NOTE,
+        )
+        self._connection._intents.message_content = False  # read at IDENTIFY, after setup_hook
+        self.message_content_enabled = False
+
+    # -- prompts ------------------------------------------------------------------------------------------------
+
+    def register_prompt(self, prompt: Prompt, guild_id: int | None) -> None:
+        """Make a prompt usable (posting, classifying with the stance service's factory, autocomplete)."""
+        self.services.catalog.add(prompt)
+        self.services.stance.forget_model(prompt.id)
+        self._prompt_guild[prompt.id] = guild_id
+
+    def prompts_for(self, guild_id: int | None) -> list[Prompt]:
+        """The prompts a guild can use: the prompt files and the prompts it added itself."""
+        return [p for p in self.services.catalog if self._prompt_guild.get(p.id) in (None, guild_id)]
+
+    def resolve_prompt(self, prompt_id: str, guild_id: int | None) -> Prompt:
+        """The prompt called ``prompt_id`` if this guild can use it; else an error listing the ones it can."""
+        owner = self._prompt_guild.get(prompt_id, -1)
+        if prompt_id in self.services.catalog and owner in (None, guild_id):
+            return self.services.catalog.get(prompt_id)
+        raise UnknownPromptError(prompt_id, [p.id for p in self.prompts_for(guild_id)])
+
+    def is_guild_prompt(self, prompt_id: str) -> bool:
+        """Whether a guild added this prompt (rather than a prompt file)."""
+        return self._prompt_guild.get(prompt_id) is not None
+
+    # -- posts --------------------------------------------------------------------------------------------------
+
     def remember_post(self, post: PostInfo) -> None:
-        """Start reading replies in a newly posted prompt thread."""
+        """Start reading replies in a newly posted prompt thread (or note that a post was closed or reopened)."""
         self._posts[post.thread_id] = post
 
     async def post_for_thread(self, thread_id: int) -> PostInfo | None:
@@ -83,7 +158,19 @@ class Stancebot(commands.Bot):
     async def on_ready(self) -> None:
         """Log once the gateway session is ready."""
         assert self.user is not None
-        log.info("Connected as %s (%s) to %d guilds", self.user, self.user.id, len(self.guilds))
+        log.info(
+            "Connected as %s (%s) to %d guilds; message content %s",
+            self.user,
+            self.user.id,
+            len(self.guilds),
+            "on" if self.message_content_enabled else "off",
+        )
+
+    async def on_command_error(self, context: commands.Context[Any], exception: commands.CommandError) -> None:
+        """There are no text commands: a message that mentions the bot is a reply, not an unknown command."""
+        if isinstance(exception, commands.CommandNotFound):
+            return
+        log.error("Text command failed", exc_info=exception)
 
     async def close(self) -> None:
         """Stop the stance worker, then disconnect."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from bot import PROJECT_ROOT
 from bot.core.errors import ConfigError
@@ -34,6 +34,18 @@ class BotSettings(_Section):
     tally_ephemeral: bool = True
     count_mode: Literal["member", "reply"] = "member"
     message_content_intent: bool = True
+    shard_count: int = Field(default=0, ge=0, le=65_536)
+    shard_ids: list[int] = Field(default_factory=list)
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shards_in_range(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        count = info.data.get("shard_count", 0)
+        if value and not count:
+            raise ValueError("needs bot.shard_count (the total number of shards across processes)")
+        if any(not 0 <= shard < count for shard in value) or len(set(value)) != len(value):
+            raise ValueError(f"must be distinct shard numbers from 0 to {count - 1}")
+        return value
 
 
 class DatabaseSettings(_Section):
@@ -60,6 +72,7 @@ class ModelSettings(_Section):
     batch_size: int = Field(default=32, ge=1, le=512)
     max_wait_ms: int = Field(default=50, ge=0, le=5000)
     max_chars: int = Field(default=2000, ge=50, le=100_000)
+    max_queue: int = Field(default=2000, ge=1, le=1_000_000)
 
 
 class PromptSettings(_Section):
@@ -68,10 +81,49 @@ class PromptSettings(_Section):
     dir: str = "models/prompts"
 
 
+class ModerationSettings(_Section):
+    """Declared stances and the review queue."""
+
+    declare_buttons: bool = True
+    declared_overrides: bool = True
+    review_below: float = Field(default=0.6, ge=0.0, le=1.0)
+
+
+class PrivacySettings(_Section):
+    """How long reply text is kept."""
+
+    retention_days: int = Field(default=0, ge=0, le=36_500)
+    purge_interval_minutes: int = Field(default=60, ge=1, le=10_080)
+
+
+class PipelineSettings(_Section):
+    """Batched writes, the on-disk spool used while the database is down, retries and catch-up."""
+
+    spool_dir: str = "data/spool"
+    spool_max_mb: int = Field(default=64, ge=1, le=100_000)
+    write_batch_size: int = Field(default=200, ge=1, le=5000)
+    write_max_wait_ms: int = Field(default=5, ge=0, le=1000)
+    retry_initial_s: float = Field(default=0.5, gt=0, le=60)
+    retry_max_s: float = Field(default=30.0, gt=0, le=3600)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    sweep_interval_s: float = Field(default=60.0, gt=0, le=86_400)
+    catch_up: bool = True
+    catch_up_overlap_s: int = Field(default=300, ge=0, le=86_400)
+
+
+class MetricsSettings(_Section):
+    """Prometheus ``/metrics`` and ``/health`` on a local port."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65_535)
+
+
 class GeneralSettings(_Section):
     """Logging and locale."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     timezone: str = "UTC"
 
     @field_validator("timezone")
@@ -92,6 +144,10 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     model: ModelSettings = ModelSettings()
     prompts: PromptSettings = PromptSettings()
+    moderation: ModerationSettings = ModerationSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     def path(self, value: str) -> Path:
         """Resolve a configured path: absolute as is, relative to the project folder otherwise."""

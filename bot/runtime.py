@@ -13,7 +13,8 @@ from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import PromptCatalog
 from bot.core.service import StanceService
 from bot.core.stance import build_classifier
-from bot.pipeline import ReplyPipeline
+from bot.metrics import Observability, start_observability
+from bot.pipeline import build_pipeline
 from bot.storage.db import make_engine, make_sessionmaker, upgrade
 from bot.storage.repository import Repository
 
@@ -27,13 +28,17 @@ class Runtime:
     bot: Stancebot
     services: Services
     engine: AsyncEngine
+    observability: Observability | None = None
 
     async def aclose(self) -> None:
-        """Close the bot (if started) and the database engine."""
+        """Close the bot (if started), finish queued writes, stop metrics, close the database engine."""
         if not self.bot.is_closed():
             await self.bot.close()
         else:
             await self.services.stance.close()
+        await self.services.pipeline.close()
+        if self.observability is not None:
+            await self.observability.aclose()
         await self.engine.dispose()
 
 
@@ -51,6 +56,7 @@ def make_stance_service(settings: Settings, catalog: PromptCatalog, encoder: Sen
         ),
         batch_size=settings.model.batch_size,
         max_wait_ms=settings.model.max_wait_ms,
+        max_queue=settings.model.max_queue,
     )
 
 
@@ -59,8 +65,17 @@ async def build_runtime(settings: Settings, *, encoder: SentenceEncoder | None =
     catalog = PromptCatalog.from_dir(settings.path(settings.prompts.dir))
     engine = make_engine(settings.database.url)
     await upgrade(engine)
-    repo = Repository(make_sessionmaker(engine), count_mode=settings.bot.count_mode)
+    repo = Repository(
+        make_sessionmaker(engine),
+        count_mode=settings.bot.count_mode,
+        declared_overrides=settings.moderation.declared_overrides,
+        review_below=settings.moderation.review_below,
+    )
     encoder = encoder or SentenceEncoder(settings.model.name)
     service = make_stance_service(settings, catalog, encoder)
-    services = Services(settings, catalog, repo, service, ReplyPipeline(repo, service))
-    return Runtime(Stancebot(services), services, engine)
+    pipeline = build_pipeline(settings, repo, service)
+    services = Services(settings, catalog, repo, service, pipeline)
+    bot = Stancebot(services)
+    pipeline.notify = lambda outcome: bot.dispatch("stance_recorded", outcome)
+    observability = await start_observability(settings, bot, pipeline, service)
+    return Runtime(bot, services, engine, observability)

@@ -1,4 +1,4 @@
-"""Shared app-command checks."""
+"""Shared checks: who is a moderator, and whether the bot itself may do what a command needs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from discord import app_commands
 from bot.core.errors import StancebotError
 
 T = TypeVar("T")
+
+MODERATORS_ONLY = "This is for moderators (Manage Messages or the moderator role)."
 
 
 class NotModeratorError(app_commands.CheckFailure):
@@ -32,22 +34,45 @@ def is_moderator(interaction: discord.Interaction) -> bool:
     return False
 
 
+def ensure_moderator(interaction: discord.Interaction) -> None:
+    """Raise :class:`NotModeratorError` unless the member is a moderator (for buttons and modals)."""
+    if not is_moderator(interaction):
+        raise NotModeratorError(MODERATORS_ONLY)
+
+
 def moderator_only() -> Callable[[T], T]:
     """An app-command check that refuses non-moderators with a clear message."""
 
     async def predicate(interaction: discord.Interaction) -> bool:
-        if is_moderator(interaction):
-            return True
-        raise NotModeratorError("This command is for moderators (Manage Messages or the moderator role).")
+        ensure_moderator(interaction)
+        return True
 
     return app_commands.check(predicate)
 
 
+def _names(missing: list[str]) -> str:
+    return ", ".join(m.replace("_", " ").title() for m in missing)
+
+
 def require_bot_permissions(channel: discord.abc.GuildChannel | discord.Thread, **perms: bool) -> None:
-    """Raise a clear error naming what the bot is missing in ``channel``."""
+    """Raise a clear error naming what the bot is missing in ``channel``.
+
+    A guild this process does not cache (another shard serves it) cannot be checked here; Discord then decides
+    (a refusal arrives as ``discord.Forbidden``, which the error handlers explain).
+    """
     me = channel.guild.me
+    if me is None:
+        return
     have = channel.permissions_for(me)
     missing = [name for name, wanted in perms.items() if wanted and not getattr(have, name)]
     if missing:
-        names = ", ".join(m.replace("_", " ").title() for m in missing)
-        raise BotMissingError(f"I need these permissions in {channel.mention}: {names}.")
+        raise BotMissingError(f"I need these permissions in {channel.mention}: {_names(missing)}.")
+
+
+def require_app_permissions(interaction: discord.Interaction, **perms: bool) -> None:
+    """Like :func:`require_bot_permissions`, for the channel the interaction came from (Discord tells us)."""
+    have = interaction.app_permissions
+    missing = [name for name, wanted in perms.items() if wanted and not getattr(have, name)]
+    if missing:
+        where = interaction.channel.mention if isinstance(interaction.channel, discord.abc.GuildChannel) else "here"
+        raise BotMissingError(f"I need these permissions in {where}: {_names(missing)}.")

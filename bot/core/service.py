@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -15,6 +16,9 @@ from bot.core.prompts import Prompt, PromptCatalog
 from bot.core.stance import StanceClassifier, StanceResult
 
 log = logging.getLogger(__name__)
+
+#: Called after every batch with (batch size, seconds the model took).
+BatchHook = Callable[[int, float], None]
 
 
 @dataclass
@@ -31,16 +35,20 @@ class BatchStats:
 
     batches: int = 0
     items: int = 0
+    failures: int = 0
     last_batch_size: int = 0
     last_latency_s: float = 0.0
+    max_batch_size: int = 0
 
 
 class StanceService:
     """Classifies replies for any prompt in a catalog.
 
-    :meth:`classify` queues one reply and awaits its result; a background task gathers up to ``batch_size`` replies
-    (waiting at most ``max_wait_ms`` after the first) and runs them in one worker thread, so the event loop never
-    waits on the model. The queue is bounded: when it is full, :meth:`classify` waits (back-pressure).
+    :meth:`submit` queues one reply and returns a future of its result; a background task gathers up to
+    ``batch_size`` replies (waiting at most ``max_wait_ms`` after the first) and runs them in one worker thread, so
+    the event loop never waits on the model. The queue holds at most ``max_queue`` replies: when it is full,
+    ``submit(wait=False)`` returns ``None`` (the caller keeps the reply elsewhere, e.g. pending in the database)
+    and ``submit(wait=True)`` waits for room (back-pressure).
     """
 
     def __init__(
@@ -50,16 +58,20 @@ class StanceService:
         *,
         batch_size: int = 32,
         max_wait_ms: int = 50,
-        max_queue: int = 10_000,
+        max_queue: int = 2000,
+        on_batch: BatchHook | None = None,
     ) -> None:
         self.catalog = catalog
         self._factory = factory
         self._models: dict[str, StanceClassifier] = {}
         self.batch_size = batch_size
         self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self.on_batch = on_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stance")
         self._worker: asyncio.Task[None] | None = None
+        self._busy = 0
         self.stats = BatchStats()
 
     def model(self, prompt_id: str) -> StanceClassifier:
@@ -67,6 +79,11 @@ class StanceService:
         if prompt_id not in self._models:
             self._models[prompt_id] = self._factory(self.catalog.get(prompt_id))
         return self._models[prompt_id]
+
+    def version(self, prompt_id: str) -> str:
+        """The version of the prompt's classifier if it is built, else ``"unknown"`` (never builds one)."""
+        model = self._models.get(prompt_id)
+        return model.version if model is not None else "unknown"
 
     def forget_model(self, prompt_id: str) -> None:
         """Drop a cached classifier (after the prompt or its trained model changed)."""
@@ -83,16 +100,43 @@ class StanceService:
 
     @property
     def queue_depth(self) -> int:
-        """Replies waiting to be classified."""
+        """Replies waiting to be classified (queued, not yet in a batch)."""
         return self._queue.qsize()
 
-    async def classify(self, prompt_id: str, text: str) -> StanceResult:
-        """Classify one reply (micro-batched with others)."""
-        self.catalog.get(prompt_id)  # unknown prompts fail here, not in the worker
+    @property
+    def in_flight(self) -> int:
+        """Replies queued or being classified right now."""
+        return self._queue.qsize() + self._busy
+
+    @property
+    def has_room(self) -> bool:
+        """Whether :meth:`submit` with ``wait=False`` would accept a reply now."""
+        return not self._queue.full()
+
+    def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name="stance-batcher")
+
+    async def submit(self, prompt_id: str, text: str, *, wait: bool = True) -> asyncio.Future[StanceResult] | None:
+        """Queue one reply; its result arrives on the returned future. ``None`` when the queue is full and
+        ``wait`` is false; with ``wait`` it waits for room instead."""
+        self.catalog.get(prompt_id)  # unknown prompts fail here, not in the worker
+        self._ensure_worker()
         future: asyncio.Future[StanceResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(prompt_id, text, future))
+        job = _Job(prompt_id, text, future)
+        if wait:
+            await self._queue.put(job)
+        else:
+            try:
+                self._queue.put_nowait(job)
+            except asyncio.QueueFull:
+                return None
+        return future
+
+    async def classify(self, prompt_id: str, text: str) -> StanceResult:
+        """Classify one reply (micro-batched with others); waits for room when the queue is full."""
+        future = await self.submit(prompt_id, text, wait=True)
+        assert future is not None
         return await future
 
     async def classify_many(self, prompt_id: str, texts: list[str]) -> list[StanceResult]:
@@ -100,21 +144,34 @@ class StanceService:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._classify_sync, prompt_id, texts)
 
-    async def _run(self) -> None:
+    async def _next_batch(self) -> list[_Job]:
+        """The next batch: whatever is queued (up to ``batch_size``), waiting at most ``max_wait`` for more."""
         loop = asyncio.get_running_loop()
+        jobs = [await self._queue.get()]
+        deadline = loop.time() + self.max_wait
+        while len(jobs) < self.batch_size:
+            try:
+                jobs.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            try:
+                jobs.append(await asyncio.wait_for(self._queue.get(), timeout))
+            except TimeoutError:
+                break
+        return jobs
+
+    async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            jobs = [first]
-            deadline = loop.time() + self.max_wait
-            while len(jobs) < self.batch_size:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    jobs.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
-            await self._process(jobs)
+            jobs = await self._next_batch()
+            self._busy = len(jobs)
+            try:
+                await self._process(jobs)
+            finally:
+                self._busy = 0
 
     async def _process(self, jobs: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
@@ -126,24 +183,56 @@ class StanceService:
             texts = [j.text for j in group]
             try:
                 results = await loop.run_in_executor(self._executor, self._classify_sync, prompt_id, texts)
-            except Exception as exc:  # a model failure fails these replies, never the batcher
-                log.exception("Classification of %d replies for prompt %s failed", len(group), prompt_id)
-                for job in group:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+            except Exception:  # a model failure fails replies, never the batcher
+                if len(group) > 1:
+                    log.warning(
+                        "A batch of %d replies for prompt %s failed; classifying them one by one", len(group), prompt_id
+                    )
+                    await self._one_by_one(prompt_id, group)
+                    continue
+                log.exception("Classification of reply for prompt %s failed", prompt_id)
+                self._fail(group[0], sys.exc_info()[1])
                 continue
             for job, result in zip(group, results, strict=True):
                 if not job.future.done():
                     job.future.set_result(result)
+        elapsed = time.perf_counter() - started
         self.stats.batches += 1
         self.stats.items += len(jobs)
         self.stats.last_batch_size = len(jobs)
-        self.stats.last_latency_s = time.perf_counter() - started
+        self.stats.max_batch_size = max(self.stats.max_batch_size, len(jobs))
+        self.stats.last_latency_s = elapsed
+        if self.on_batch is not None:
+            try:
+                self.on_batch(len(jobs), elapsed)
+            except Exception:  # metrics never break classification
+                log.exception("Batch hook failed")
+
+    async def _one_by_one(self, prompt_id: str, group: list[_Job]) -> None:
+        """After a batch failed: each reply alone, so one that breaks the model fails only itself."""
+        loop = asyncio.get_running_loop()
+        for job in group:
+            try:
+                [result] = await loop.run_in_executor(self._executor, self._classify_sync, prompt_id, [job.text])
+            except Exception as exc:
+                log.exception("Classification of a reply for prompt %s failed", prompt_id)
+                self._fail(job, exc)
+            else:
+                if not job.future.done():
+                    job.future.set_result(result)
+
+    def _fail(self, job: _Job, exc: BaseException | None) -> None:
+        self.stats.failures += 1
+        if not job.future.done():
+            job.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("classification failed"))
 
     async def close(self) -> None:
-        """Stop the batcher and the worker thread."""
+        """Stop the batcher and the worker thread; replies still queued fail with ``CancelledError``."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            job.future.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

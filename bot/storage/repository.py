@@ -1,28 +1,72 @@
-"""The one place that reads and writes the database. Returns plain dataclasses, never ORM objects."""
+"""The one place that reads and writes the database. Returns plain dataclasses, never ORM objects.
+
+Counting: ``stances.is_current`` marks a reply's latest stance; ``stances.counted`` and ``declared_stances.counted``
+mark what the tally counts. Every write that can change what counts for a member (a new stance, an edit, a
+deletion, a relabel, a declaration, an opt-out) re-applies :func:`bot.core.counting.count_member` to that one
+member inside the same transaction, so a tally is a plain ``GROUP BY`` over the ``counted`` rows.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import Select, and_, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.core.errors import StorageError
+from bot.core.counting import Comparison, CountingRules, LiveStance, count_member
+from bot.core.errors import LabelError, PromptError, StancebotError, StorageError
+from bot.core.export import Correction, ExportRow
+from bot.core.moderation import AuditRecord, needs_review, runner_up
 from bot.core.prompts import UNCLEAR, Prompt, prompt_from_dict
 from bot.core.stance import StanceResult
 from bot.core.tally import Tally
-from bot.storage.models import Guild, PromptPost, PromptRow, Reply, Stance, utcnow
+from bot.storage.models import (
+    AuditEntry,
+    DeclaredStance,
+    DigestSchedule,
+    Guild,
+    GuildSettings,
+    OptOut,
+    PromptPost,
+    PromptRow,
+    PromptSchedule,
+    Reply,
+    ReviewItem,
+    Stance,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
 CountMode = Literal["member", "reply"]
+PromptState = Literal["unposted", "open", "closed"]
+
+#: ``stances.source`` of a stance a moderator set (``/stance relabel`` or the review queue).
+MODERATOR = "moderator"
+
+
+class NotAReplyError(StancebotError):
+    """The message is not a reply Stancebot stored (in this guild)."""
+
+
+class PromptClosedError(StancebotError):
+    """The prompt is closed in this guild: it no longer counts."""
+
+
+class OptedOutError(StancebotError):
+    """The member opted out of being counted."""
+
+
+class ReviewDoneError(StancebotError):
+    """The review item was already handled."""
 
 
 @dataclass(frozen=True)
@@ -64,12 +108,101 @@ class StoredStance:
     counted: bool
 
 
+@dataclass(frozen=True)
+class PromptOverview:
+    """A prompt as ``/prompt list`` shows it for one guild."""
+
+    slug: str
+    title: str
+    guild_owned: bool
+    state: PromptState
+    posts: int
+    counted: int
+
+
+@dataclass(frozen=True)
+class DeclareResult:
+    """A member's declared stance before and after pressing a button (``None``: no declaration)."""
+
+    prompt_slug: str
+    previous: str | None
+    current: str | None
+    counted: bool
+
+
+@dataclass(frozen=True)
+class ReviewInfo:
+    """A reply waiting for (or given) a moderator's label."""
+
+    id: int
+    reply_id: int
+    guild_id: int
+    prompt_slug: str
+    labels: tuple[str, ...]
+    message_id: int
+    thread_id: int
+    author_id: int
+    text: str | None
+    model_label: str
+    confidence: float
+    status: str
+    review_channel_id: int | None
+    review_message_id: int | None
+    resolved_by: int | None
+
+
+@dataclass(frozen=True)
+class GuildConfig:
+    """Per-guild moderation settings."""
+
+    mod_log_channel_id: int | None = None
+    review_channel_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    """What ``/stance forget-me`` removed (counts only) and the review messages to delete from Discord."""
+
+    replies: int
+    stances: int
+    declared: int
+    guild_ids: tuple[int, ...]
+    review_messages: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    """What a retention purge did: replies whose text was removed, review messages to delete from Discord."""
+
+    replies: int
+    review_messages: tuple[tuple[int, int], ...]
+
+
+def _locations(rows: Iterable[tuple[int | None, int | None]]) -> tuple[tuple[int, int], ...]:
+    """``(channel id, message id)`` pairs of the rows that have both."""
+    return tuple((c, m) for c, m in rows if c is not None and m is not None)
+
+
 class Repository:
     """Async storage API over one sessionmaker. Every method is one transaction."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, count_mode: CountMode = "member") -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        count_mode: CountMode = "member",
+        declared_overrides: bool = True,
+        review_below: float = 0.0,
+    ) -> None:
         self.sessions = sessions
-        self.count_mode = count_mode
+        self.rules = CountingRules(count_mode, declared_overrides)
+        #: Model stances below this confidence go to the review queue (besides those the gate made ``unclear``).
+        self.review_below = review_below
+
+    @property
+    def count_mode(self) -> CountMode:
+        """``member`` (one stance per member) or ``reply`` (every reply counts)."""
+        return self.rules.mode
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncSession]:
@@ -80,16 +213,25 @@ class Repository:
             log.error("Database error: %s", exc.__class__.__name__)
             raise StorageError("The database is unavailable right now; nothing was lost, try again shortly.") from exc
 
+    @staticmethod
+    def _dialect(session: AsyncSession) -> str:
+        return session.bind.dialect.name if session.bind is not None else "sqlite"
+
     def _insert(self, session: AsyncSession, table: type) -> postgresql.Insert | sqlite.Insert:
-        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-        return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        return postgresql.insert(table) if self._dialect(session) == "postgresql" else sqlite.insert(table)
 
     # -- guilds and prompts -------------------------------------------------------------------------------------
 
     async def ensure_guild(self, guild_id: int, name: str = "") -> None:
         """Create the guild row if missing; keep its name current."""
         async with self._tx() as s:
-            stmt = self._insert(s, Guild).values(id=guild_id, name=name[:100], created_at=utcnow())
+            await self._ensure_guild(s, guild_id, name)
+
+    async def _ensure_guild(self, s: AsyncSession, guild_id: int, name: str | None = None) -> None:
+        stmt = self._insert(s, Guild).values(id=guild_id, name=(name or "")[:100], created_at=utcnow())
+        if name is None:
+            await s.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+        else:
             await s.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={"name": name[:100]}))
 
     async def sync_prompt(self, prompt: Prompt, guild_id: int | None = None) -> int:
@@ -119,11 +261,137 @@ class Repository:
             )
             return [(prompt_from_dict(r.definition), r.status) for r in rows]
 
+    async def guild_added_prompts(self) -> list[tuple[Prompt, int]]:
+        """Every prompt a guild added with ``/prompt add``, with its guild id (loaded into the catalog at start)."""
+        async with self._tx() as s:
+            rows = await s.scalars(select(PromptRow).where(PromptRow.guild_id.is_not(None)).order_by(PromptRow.id))
+            out = []
+            for r in rows:
+                assert r.guild_id is not None
+                try:
+                    out.append((prompt_from_dict(r.definition), r.guild_id))
+                except PromptError as exc:
+                    log.warning("Stored prompt %s of guild %s is invalid and skipped: %s", r.slug, r.guild_id, exc)
+            return out
+
+    async def add_guild_prompt(self, prompt: Prompt, guild_id: int, *, actor_id: int) -> int:
+        """Store a prompt a guild's moderator added; its name must not be taken by any prompt (file or guild)."""
+        async with self._tx() as s:
+            taken = await s.scalar(select(func.count()).select_from(PromptRow).where(PromptRow.slug == prompt.id))
+            if taken:
+                raise PromptError(f"A prompt named {prompt.id!r} already exists; choose another name.")
+            await self._ensure_guild(s, guild_id)
+            row = PromptRow(
+                slug=prompt.id,
+                guild_id=guild_id,
+                title=prompt.title,
+                question=prompt.question,
+                summary=prompt.summary,
+                source=prompt.source,
+                definition=prompt.to_dict(),
+                status="open",
+            )
+            s.add(row)
+            await s.flush()
+            s.add(AuditEntry(guild_id=guild_id, action="prompt_add", prompt_id=row.id, actor_id=actor_id))
+            return row.id
+
     async def _prompt_row(self, s: AsyncSession, slug: str, guild_id: int) -> PromptRow | None:
         own = await s.scalar(select(PromptRow).where(PromptRow.slug == slug, PromptRow.guild_id == guild_id))
         if own is not None:
             return own
         return await s.scalar(select(PromptRow).where(PromptRow.slug == slug, PromptRow.guild_id.is_(None)))
+
+    async def _require_prompt_row(self, s: AsyncSession, slug: str, guild_id: int) -> PromptRow:
+        row = await self._prompt_row(s, slug, guild_id)
+        if row is None:
+            raise PromptError(f"Unknown prompt {slug!r} in this server.")
+        return row
+
+    async def prompt_state(self, slug: str, guild_id: int) -> PromptState:
+        """``unposted`` (never posted in the guild), ``open`` (a post still counts) or ``closed``."""
+        async with self._tx() as s:
+            prow = await self._prompt_row(s, slug, guild_id)
+            if prow is None:
+                return "unposted"
+            return await self._state(s, prow.id, guild_id)
+
+    async def _state(self, s: AsyncSession, prompt_row_id: int, guild_id: int) -> PromptState:
+        posts = (
+            await s.execute(
+                select(func.count(), func.count(PromptPost.closed_at)).where(
+                    PromptPost.prompt_id == prompt_row_id, PromptPost.guild_id == guild_id
+                )
+            )
+        ).one()
+        total, closed = int(posts[0]), int(posts[1])
+        if total == 0:
+            return "unposted"
+        return "closed" if closed == total else "open"
+
+    async def set_prompt_closed(self, slug: str, guild_id: int, *, closed: bool, actor_id: int) -> list[PostInfo]:
+        """Close (stop counting, keep data) or reopen a prompt's posts in a guild; returns the changed posts."""
+        async with self._tx() as s:
+            prow = await self._require_prompt_row(s, slug, guild_id)
+            state = await self._state(s, prow.id, guild_id)
+            if state == "unposted":
+                raise PromptError(f"Prompt {slug!r} has not been posted in this server.")
+            if closed and state == "closed":
+                raise PromptError(f"Prompt {slug!r} is already closed here.")
+            if not closed and state == "open":
+                raise PromptError(f"Prompt {slug!r} is open here; there is nothing to reopen.")
+            where = and_(PromptPost.prompt_id == prow.id, PromptPost.guild_id == guild_id)
+            await s.execute(update(PromptPost).where(where).values(closed_at=utcnow() if closed else None))
+            if prow.guild_id is not None:
+                prow.status = "closed" if closed else "open"
+            s.add(
+                AuditEntry(
+                    guild_id=guild_id,
+                    action="prompt_close" if closed else "prompt_reopen",
+                    prompt_id=prow.id,
+                    actor_id=actor_id,
+                )
+            )
+            rows = await s.execute(self._post_query().where(where))
+            return [self._post_info(r[0], r[1]) for r in rows]
+
+    async def prompt_overview(self, guild_id: int) -> list[PromptOverview]:
+        """Every prompt the guild can use, with its state here, posts and counted stances."""
+        async with self._tx() as s:
+            prows = list(
+                await s.scalars(
+                    select(PromptRow)
+                    .where((PromptRow.guild_id.is_(None)) | (PromptRow.guild_id == guild_id))
+                    .order_by(PromptRow.slug)
+                )
+            )
+            posts = {
+                pid: (int(n), int(c))
+                for pid, n, c in await s.execute(
+                    select(PromptPost.prompt_id, func.count(), func.count(PromptPost.closed_at))
+                    .where(PromptPost.guild_id == guild_id)
+                    .group_by(PromptPost.prompt_id)
+                )
+            }
+            counted = await self._counted_per_prompt(s, guild_id)
+            out = []
+            for r in prows:
+                n, c = posts.get(r.id, (0, 0))
+                state: PromptState = "unposted" if n == 0 else ("closed" if c == n else "open")
+                out.append(PromptOverview(r.slug, r.title, r.guild_id is not None, state, n, counted.get(r.id, 0)))
+            return out
+
+    async def _counted_per_prompt(self, s: AsyncSession, guild_id: int) -> dict[int, int]:
+        totals: dict[int, int] = defaultdict(int)
+        for table in (Stance, DeclaredStance):
+            rows = await s.execute(
+                select(table.prompt_id, func.count())
+                .where(table.guild_id == guild_id, table.counted)
+                .group_by(table.prompt_id)
+            )
+            for pid, n in rows:
+                totals[pid] += int(n)
+        return dict(totals)
 
     # -- posts --------------------------------------------------------------------------------------------------
 
@@ -176,6 +444,32 @@ class Repository:
             row = (await s.execute(self._post_query().where(PromptPost.thread_id == thread_id))).first()
             return None if row is None else self._post_info(row[0], row[1])
 
+    async def post_for_message(self, message_id: int) -> PostInfo | None:
+        """The prompt post whose prompt message (the one with the buttons) this is, if any."""
+        async with self._tx() as s:
+            row = (await s.execute(self._post_query().where(PromptPost.message_id == message_id))).first()
+            return None if row is None else self._post_info(row[0], row[1])
+
+    async def latest_open_post(self, slug: str, guild_id: int) -> PostInfo | None:
+        """The newest post of a prompt in a guild that still counts replies."""
+        async with self._tx() as s:
+            prow = await self._prompt_row(s, slug, guild_id)
+            if prow is None:
+                return None
+            row = (
+                await s.execute(
+                    self._post_query()
+                    .where(
+                        PromptPost.prompt_id == prow.id,
+                        PromptPost.guild_id == guild_id,
+                        PromptPost.closed_at.is_(None),
+                    )
+                    .order_by(PromptPost.posted_at.desc(), PromptPost.id.desc())
+                    .limit(1)
+                )
+            ).first()
+            return None if row is None else self._post_info(row[0], row[1])
+
     async def open_posts(self) -> list[PostInfo]:
         """Every posted prompt thread that still counts replies."""
         async with self._tx() as s:
@@ -184,11 +478,17 @@ class Repository:
 
     # -- replies and stances ------------------------------------------------------------------------------------
 
+    async def _opted_out(self, s: AsyncSession, guild_id: int, user_id: int) -> bool:
+        return await s.get(OptOut, (guild_id, user_id)) is not None
+
     async def add_reply(
         self, post: PostInfo, *, message_id: int, author_id: int, content: str, created_at: datetime
     ) -> ReplyRef | None:
-        """Store a reply once; returns ``None`` when this message id is already stored (duplicate event)."""
+        """Store a reply once; ``None`` when this message id is already stored (duplicate event) or the author
+        opted out of being counted in this guild (their text is then not stored at all)."""
         async with self._tx() as s:
+            if await self._opted_out(s, post.guild_id, author_id):
+                return None
             stmt = (
                 self._insert(s, Reply)
                 .values(
@@ -211,10 +511,22 @@ class Repository:
             return ReplyRef(reply_id, message_id, post.prompt_slug, post.guild_id, author_id, content)
 
     async def edit_reply(self, message_id: int, content: str, edited_at: datetime) -> ReplyRef | None:
-        """Store an edit; returns the reply to reclassify, or ``None`` if the message is not a stored reply."""
+        """Store an edit; returns the reply to reclassify, or ``None`` if the message is not a stored reply, its
+        text did not change, its prompt is closed here, or its author opted out."""
         async with self._tx() as s:
-            reply = await s.scalar(select(Reply).where(Reply.message_id == message_id, Reply.deleted_at.is_(None)))
-            if reply is None or reply.content == content:
+            row = (
+                await s.execute(
+                    select(Reply, PromptPost.closed_at)
+                    .join(PromptPost, PromptPost.id == Reply.post_id)
+                    .where(Reply.message_id == message_id, Reply.deleted_at.is_(None))
+                )
+            ).first()
+            if row is None:
+                return None
+            reply, closed_at = row
+            if reply.content == content or closed_at is not None:
+                return None
+            if await self._opted_out(s, reply.guild_id, reply.author_id):
                 return None
             reply.content, reply.edited_at, reply.status = content, edited_at, "pending"
             slug = await s.scalar(select(PromptRow.slug).where(PromptRow.id == reply.prompt_id))
@@ -228,6 +540,11 @@ class Repository:
             if reply is None:
                 return False
             reply.deleted_at, reply.content = utcnow(), None
+            await s.execute(
+                update(ReviewItem)
+                .where(ReviewItem.reply_id == reply.id, ReviewItem.status == "open")
+                .values(status="closed", resolved_at=utcnow())
+            )
             await s.flush()
             await self._recount_member(s, reply.prompt_id, reply.guild_id, reply.author_id)
             return True
@@ -235,51 +552,91 @@ class Repository:
     async def save_stance(
         self, reply_id: int, result: StanceResult, *, model_version: str, source: str = "model"
     ) -> None:
-        """Make ``result`` the reply's current stance and update what the tally counts."""
+        """Make ``result`` the reply's current stance, update what the tally counts, and queue the reply for
+        review when the model was unsure (see :func:`bot.core.moderation.needs_review`)."""
         async with self._tx() as s:
             reply = await s.get(Reply, reply_id)
             if reply is None or reply.deleted_at is not None:
                 return
-            await s.execute(
-                update(Stance).where(Stance.reply_id == reply_id, Stance.is_current).values(is_current=False)
-            )
-            s.add(
-                Stance(
-                    reply_id=reply_id,
-                    prompt_id=reply.prompt_id,
-                    guild_id=reply.guild_id,
-                    author_id=reply.author_id,
-                    label=result.label,
-                    confidence=result.confidence,
-                    model_version=model_version[:120],
-                    reason=(result.reason or None) and result.reason[:200],
-                    source=source,
-                    is_current=True,
-                )
-            )
-            reply.status = "classified"
-            await s.flush()
+            await self._add_stance(s, reply, result, model_version=model_version, source=source)
             await self._recount_member(s, reply.prompt_id, reply.guild_id, reply.author_id)
+            if source == "model":
+                await self._update_review(s, reply, result)
+
+    async def _add_stance(
+        self, s: AsyncSession, reply: Reply, result: StanceResult, *, model_version: str, source: str
+    ) -> None:
+        await s.execute(update(Stance).where(Stance.reply_id == reply.id, Stance.is_current).values(is_current=False))
+        s.add(
+            Stance(
+                reply_id=reply.id,
+                prompt_id=reply.prompt_id,
+                guild_id=reply.guild_id,
+                author_id=reply.author_id,
+                label=result.label,
+                confidence=result.confidence,
+                model_version=model_version[:120],
+                reason=(result.reason or None) and result.reason[:200],
+                source=source,
+                is_current=True,
+            )
+        )
+        reply.status = "classified"
+        await s.flush()
+
+    async def _update_review(self, s: AsyncSession, reply: Reply, result: StanceResult) -> None:
+        item = await s.scalar(select(ReviewItem).where(ReviewItem.reply_id == reply.id))
+        if needs_review(result, below=self.review_below):
+            if item is None:
+                s.add(
+                    ReviewItem(
+                        reply_id=reply.id,
+                        prompt_id=reply.prompt_id,
+                        guild_id=reply.guild_id,
+                        model_label=runner_up(result),
+                        confidence=result.confidence,
+                        status="open",
+                    )
+                )
+            else:
+                item.status, item.model_label, item.confidence = "open", runner_up(result), result.confidence
+                item.resolved_by = item.resolved_at = None
+        elif item is not None and item.status == "open":
+            item.status, item.resolved_at = "closed", utcnow()
+
+    async def _lock_member(self, s: AsyncSession, prompt_id: int, guild_id: int, author_id: int) -> None:
+        """Serialise recounts of one member on PostgreSQL (SQLite serialises every write already)."""
+        if self._dialect(s) == "postgresql":
+            key = (prompt_id * 1_000_003 + guild_id * 7_919 + author_id) % (2**63 - 1)
+            await s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     async def _recount_member(self, s: AsyncSession, prompt_id: int, guild_id: int, author_id: int) -> None:
-        """Recompute which of one member's stances count for a prompt (cheap: one member's rows)."""
+        """Re-apply the counting rules to one member's stances on one prompt (cheap: one member's rows)."""
+        await self._lock_member(s, prompt_id, guild_id, author_id)
         member = and_(Stance.prompt_id == prompt_id, Stance.guild_id == guild_id, Stance.author_id == author_id)
-        await s.execute(update(Stance).where(member, Stance.counted).values(counted=False))
-        live = (
-            select(Stance.id, Stance.label)
+        rows = await s.execute(
+            select(Stance.id, Stance.label, Reply.created_at, Reply.message_id)
             .join(Reply, Reply.id == Stance.reply_id)
             .where(member, Stance.is_current, Reply.deleted_at.is_(None))
-            .order_by(Reply.created_at.desc(), Reply.message_id.desc())
         )
-        rows = (await s.execute(live)).all()
-        if self.count_mode == "reply":
-            ids = [r.id for r in rows]
-        else:
-            # The latest reply that takes a stance wins; a member with only unclear replies counts as unclear.
-            chosen = next((r for r in rows if r.label != UNCLEAR), rows[0] if rows else None)
-            ids = [chosen.id] if chosen is not None else []
-        if ids:
-            await s.execute(update(Stance).where(Stance.id.in_(ids)).values(counted=True))
+        live = [LiveStance(r.id, r.label, r.created_at, r.message_id) for r in rows]
+        declared = await s.scalar(
+            select(DeclaredStance).where(
+                DeclaredStance.prompt_id == prompt_id,
+                DeclaredStance.guild_id == guild_id,
+                DeclaredStance.author_id == author_id,
+            )
+        )
+        opted_out = await self._opted_out(s, guild_id, author_id)
+        result = count_member(
+            live, rules=self.rules, declared=declared.label if declared else None, opted_out=opted_out
+        )
+        await s.execute(update(Stance).where(member, Stance.counted).values(counted=False))
+        if result.stance_ids:
+            await s.execute(update(Stance).where(Stance.id.in_(result.stance_ids)).values(counted=True))
+        if declared is not None:
+            declared.counted, declared.model_label = result.declared_counts, result.model_label
+            await s.flush()
 
     async def pending_replies(self, limit: int = 500) -> list[ReplyRef]:
         """Replies stored but not yet classified (e.g. the bot stopped before classifying them)."""
@@ -292,6 +649,15 @@ class Repository:
                 .limit(limit)
             )
             return [ReplyRef(r.id, r.message_id, slug, r.guild_id, r.author_id, r.content or "") for r, slug in rows]
+
+    async def reply_prompt(self, message_id: int) -> str | None:
+        """The prompt id of the stored reply with this message id."""
+        async with self._tx() as s:
+            return await s.scalar(
+                select(PromptRow.slug)
+                .join(Reply, Reply.prompt_id == PromptRow.id)
+                .where(Reply.message_id == message_id)
+            )
 
     async def stance_of(self, message_id: int) -> StoredStance | None:
         """The current stance of the reply with this message id."""
@@ -309,18 +675,50 @@ class Repository:
             return StoredStance(mid, st.label, st.confidence, st.model_version, st.reason, st.source, st.counted)
 
     async def tally(self, prompt: Prompt, guild_id: int) -> Tally:
-        """Counts per label of the stances that count, for one prompt in one guild."""
+        """Counts per label of what counts (stances and declared stances), for one prompt in one guild."""
         async with self._tx() as s:
             prow = await self._prompt_row(s, prompt.id, guild_id)
-            counts: dict[str, int] = {}
+            counts: dict[str, int] = defaultdict(int)
             if prow is not None:
-                rows = await s.execute(
+                for table in (Stance, DeclaredStance):
+                    rows = await s.execute(
+                        select(table.label, func.count())
+                        .where(table.prompt_id == prow.id, table.guild_id == guild_id, table.counted)
+                        .group_by(table.label)
+                    )
+                    for label, n in rows:
+                        counts[label] += int(n)
+            return Tally(prompt.id, prompt.label_names, dict(counts))
+
+    async def comparison(self, prompt: Prompt, guild_id: int) -> Comparison:
+        """The model's stances beside the declared ones, and how often they agree (members with both)."""
+        async with self._tx() as s:
+            prow = await self._prompt_row(s, prompt.id, guild_id)
+            model: dict[str, int] = defaultdict(int)
+            declared: dict[str, int] = defaultdict(int)
+            both = agree = 0
+            if prow is not None:
+                in_prompt = and_(DeclaredStance.prompt_id == prow.id, DeclaredStance.guild_id == guild_id)
+                stance_rows = await s.execute(
                     select(Stance.label, func.count())
                     .where(Stance.prompt_id == prow.id, Stance.guild_id == guild_id, Stance.counted)
                     .group_by(Stance.label)
                 )
-                counts = {label: int(n) for label, n in rows}
-            return Tally(prompt.id, prompt.label_names, counts)
+                for label, n in stance_rows:
+                    model[label] += int(n)
+                decl_rows = await s.execute(
+                    select(DeclaredStance.label, DeclaredStance.model_label, DeclaredStance.counted, func.count())
+                    .where(in_prompt)
+                    .group_by(DeclaredStance.label, DeclaredStance.model_label, DeclaredStance.counted)
+                )
+                for label, model_label, counted, n in decl_rows:
+                    declared[label] += int(n)
+                    if counted and model_label is not None:
+                        model[model_label] += int(n)  # their stances do not count: add what the model says
+                    if model_label is not None and model_label != UNCLEAR:
+                        both += int(n)
+                        agree += int(n) if model_label == label else 0
+            return Comparison(prompt.label_names, dict(model), dict(declared), both, agree)
 
     async def count_replies(self, message_ids: Sequence[int] | None = None) -> int:
         """How many reply rows exist (optionally among ``message_ids``)."""
@@ -329,3 +727,524 @@ class Repository:
             if message_ids is not None:
                 q = q.where(Reply.message_id.in_(list(message_ids)))
             return int(await s.scalar(q) or 0)
+
+    # -- declared stances ---------------------------------------------------------------------------------------
+
+    async def declare(self, prompt_message_id: int, *, author_id: int, label: str) -> DeclareResult:
+        """A member pressed a stance button on a prompt message: declare ``label``, or withdraw it if it was
+        already their declaration. Refused when the prompt is closed or the member opted out."""
+        async with self._tx() as s:
+            row = (await s.execute(self._post_query().where(PromptPost.message_id == prompt_message_id))).first()
+            if row is None:
+                raise PromptError("This prompt message is not one Stancebot posted (or it was removed).")
+            post = self._post_info(row[0], row[1])
+            if post.closed:
+                raise PromptClosedError(f"Prompt {post.prompt_slug!r} is closed: stances are no longer counted.")
+            if await self._opted_out(s, post.guild_id, author_id):
+                raise OptedOutError("You opted out of being counted here; `/stance opt-in` to take part again.")
+            prow = await s.get(PromptRow, post.prompt_row_id)
+            assert prow is not None
+            prompt = prompt_from_dict(prow.definition)
+            if label == UNCLEAR or label not in prompt.label_names:
+                raise LabelError(f"{label!r} is not a stance of prompt {prompt.id!r}.")
+            await self._lock_member(s, post.prompt_row_id, post.guild_id, author_id)
+            current = await s.scalar(
+                select(DeclaredStance).where(
+                    DeclaredStance.prompt_id == post.prompt_row_id,
+                    DeclaredStance.guild_id == post.guild_id,
+                    DeclaredStance.author_id == author_id,
+                )
+            )
+            previous = current.label if current is not None else None
+            if current is not None and current.label == label:
+                await s.delete(current)
+                new: str | None = None
+            elif current is not None:
+                current.label, current.declared_at, new = label, utcnow(), label
+            else:
+                s.add(
+                    DeclaredStance(
+                        prompt_id=post.prompt_row_id, guild_id=post.guild_id, author_id=author_id, label=label
+                    )
+                )
+                new = label
+            await s.flush()
+            await self._recount_member(s, post.prompt_row_id, post.guild_id, author_id)
+            counted = new is not None and self.rules.declared_overrides
+            return DeclareResult(post.prompt_slug, previous, new, counted)
+
+    # -- corrections and the audit log --------------------------------------------------------------------------
+
+    async def relabel(
+        self, message_id: int, *, guild_id: int, label: str, actor_id: int, action: str = "relabel"
+    ) -> AuditRecord:
+        """A moderator sets a reply's stance by hand; records the change in the audit log and resolves any open
+        review of the reply."""
+        async with self._tx() as s:
+            reply = await s.scalar(select(Reply).where(Reply.message_id == message_id))
+            if reply is None or reply.guild_id != guild_id:
+                raise NotAReplyError("That message is not a reply Stancebot has stored in this server.")
+            if reply.deleted_at is not None:
+                raise NotAReplyError("That reply was deleted; there is nothing to relabel.")
+            return await self._relabel(s, reply, label=label, actor_id=actor_id, action=action)
+
+    async def _relabel(self, s: AsyncSession, reply: Reply, *, label: str, actor_id: int, action: str) -> AuditRecord:
+        prow = await s.get(PromptRow, reply.prompt_id)
+        assert prow is not None
+        prompt = prompt_from_dict(prow.definition)
+        if label not in prompt.label_names:
+            raise LabelError(
+                f"{label!r} is not a stance of prompt {prompt.id!r}; use one of {', '.join(prompt.label_names)}."
+            )
+        before = await s.scalar(select(Stance.label).where(Stance.reply_id == reply.id, Stance.is_current))
+        await self._add_stance(s, reply, StanceResult(label, 1.0), model_version=MODERATOR, source=MODERATOR)
+        await self._recount_member(s, reply.prompt_id, reply.guild_id, reply.author_id)
+        await s.execute(
+            update(ReviewItem)
+            .where(ReviewItem.reply_id == reply.id, ReviewItem.status == "open")
+            .values(status="done", resolved_by=actor_id, resolved_at=utcnow())
+        )
+        entry = AuditEntry(
+            guild_id=reply.guild_id,
+            action=action,
+            prompt_id=reply.prompt_id,
+            reply_id=reply.id,
+            message_id=reply.message_id,
+            channel_id=reply.channel_id,
+            subject_id=reply.author_id,
+            actor_id=actor_id,
+            from_label=before,
+            to_label=label,
+        )
+        s.add(entry)
+        await s.flush()
+        return self._audit_record(entry, prow.slug)
+
+    @staticmethod
+    def _audit_record(entry: AuditEntry, slug: str | None) -> AuditRecord:
+        return AuditRecord(
+            entry.id,
+            entry.guild_id,
+            entry.action,
+            slug,
+            entry.message_id,
+            entry.channel_id,
+            entry.subject_id,
+            entry.actor_id,
+            entry.from_label,
+            entry.to_label,
+            entry.detail,
+            entry.created_at,
+        )
+
+    async def audit_recent(self, guild_id: int, limit: int = 10) -> list[AuditRecord]:
+        """The guild's latest audit entries, newest first."""
+        async with self._tx() as s:
+            rows = await s.execute(
+                select(AuditEntry, PromptRow.slug)
+                .outerjoin(PromptRow, PromptRow.id == AuditEntry.prompt_id)
+                .where(AuditEntry.guild_id == guild_id)
+                .order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc())
+                .limit(limit)
+            )
+            return [self._audit_record(entry, slug) for entry, slug in rows]
+
+    async def corrections(self, slug: str | None = None) -> list[Correction]:
+        """Replies whose current stance a moderator set, with their text: training data for ``stancebot train``."""
+        async with self._tx() as s:
+            q = (
+                select(Reply.content, Stance.label, PromptRow.slug)
+                .join(Stance, and_(Stance.reply_id == Reply.id, Stance.is_current))
+                .join(PromptRow, PromptRow.id == Reply.prompt_id)
+                .outerjoin(OptOut, and_(OptOut.guild_id == Reply.guild_id, OptOut.user_id == Reply.author_id))
+                .where(
+                    Stance.source == MODERATOR,
+                    Reply.deleted_at.is_(None),
+                    Reply.content.is_not(None),
+                    OptOut.user_id.is_(None),
+                )
+                .order_by(Reply.id)
+            )
+            if slug is not None:
+                q = q.where(PromptRow.slug == slug)
+            return [Correction(content, label, pslug) for content, label, pslug in await s.execute(q) if content]
+
+    # -- guild settings -----------------------------------------------------------------------------------------
+
+    async def guild_config(self, guild_id: int) -> GuildConfig:
+        """The guild's moderation settings (defaults when none were set)."""
+        async with self._tx() as s:
+            row = await s.get(GuildSettings, guild_id)
+            return GuildConfig() if row is None else GuildConfig(row.mod_log_channel_id, row.review_channel_id)
+
+    async def set_guild_channel(
+        self, guild_id: int, *, kind: Literal["mod_log", "review"], channel_id: int | None, actor_id: int
+    ) -> GuildConfig:
+        """Set or clear (``None``) the guild's mod-log or review channel."""
+        async with self._tx() as s:
+            await self._ensure_guild(s, guild_id)
+            row = await s.get(GuildSettings, guild_id)
+            if row is None:
+                row = GuildSettings(guild_id=guild_id)
+                s.add(row)
+            if kind == "mod_log":
+                row.mod_log_channel_id = channel_id
+            else:
+                row.review_channel_id = channel_id
+            row.updated_at = utcnow()
+            detail = f"{kind} channel {'cleared' if channel_id is None else channel_id}"
+            s.add(AuditEntry(guild_id=guild_id, action="settings", actor_id=actor_id, detail=detail))
+            await s.flush()
+            return GuildConfig(row.mod_log_channel_id, row.review_channel_id)
+
+    # -- the review queue ---------------------------------------------------------------------------------------
+
+    def _review_query(self) -> Select[ReviewItem, Reply, PromptRow]:
+        return (
+            select(ReviewItem, Reply, PromptRow)
+            .join(Reply, Reply.id == ReviewItem.reply_id)
+            .join(PromptRow, PromptRow.id == ReviewItem.prompt_id)
+        )
+
+    @staticmethod
+    def _review_info(item: ReviewItem, reply: Reply, prow: PromptRow) -> ReviewInfo:
+        labels = tuple(label["name"] for label in prow.definition.get("labels", []))
+        if UNCLEAR not in labels:
+            labels = (*labels, UNCLEAR)
+        return ReviewInfo(
+            item.id,
+            reply.id,
+            item.guild_id,
+            prow.slug,
+            labels,
+            reply.message_id,
+            reply.channel_id,
+            reply.author_id,
+            reply.content,
+            item.model_label,
+            item.confidence,
+            item.status,
+            item.channel_id,
+            item.message_id,
+            item.resolved_by,
+        )
+
+    async def next_review(self, guild_id: int, slug: str | None = None) -> ReviewInfo | None:
+        """The oldest open review item of the guild (optionally of one prompt)."""
+        async with self._tx() as s:
+            q = self._review_query().where(
+                ReviewItem.guild_id == guild_id, ReviewItem.status == "open", Reply.deleted_at.is_(None)
+            )
+            if slug is not None:
+                q = q.where(PromptRow.slug == slug)
+            row = (await s.execute(q.order_by(ReviewItem.created_at, ReviewItem.id).limit(1))).first()
+            return None if row is None else self._review_info(*row)
+
+    async def review_queue_size(self, guild_id: int) -> int:
+        """How many review items are open in the guild."""
+        async with self._tx() as s:
+            n = await s.scalar(
+                select(func.count())
+                .select_from(ReviewItem)
+                .where(ReviewItem.guild_id == guild_id, ReviewItem.status == "open")
+            )
+            return int(n or 0)
+
+    async def review_item(self, item_id: int) -> ReviewInfo | None:
+        """One review item, whatever its status."""
+        async with self._tx() as s:
+            row = (await s.execute(self._review_query().where(ReviewItem.id == item_id))).first()
+            return None if row is None else self._review_info(*row)
+
+    async def open_review_for_reply(self, reply_id: int) -> ReviewInfo | None:
+        """The open review item of a reply, if it has one."""
+        async with self._tx() as s:
+            row = (
+                await s.execute(
+                    self._review_query().where(ReviewItem.reply_id == reply_id, ReviewItem.status == "open")
+                )
+            ).first()
+            return None if row is None else self._review_info(*row)
+
+    async def set_review_message(self, item_id: int, channel_id: int, message_id: int) -> None:
+        """Remember where a review item was posted."""
+        async with self._tx() as s:
+            await s.execute(
+                update(ReviewItem).where(ReviewItem.id == item_id).values(channel_id=channel_id, message_id=message_id)
+            )
+
+    async def _open_item(self, s: AsyncSession, item_id: int, guild_id: int) -> tuple[ReviewItem, Reply]:
+        row = (
+            await s.execute(
+                select(ReviewItem, Reply).join(Reply, Reply.id == ReviewItem.reply_id).where(ReviewItem.id == item_id)
+            )
+        ).first()
+        if row is None or row[0].guild_id != guild_id:
+            raise ReviewDoneError("This review item no longer exists (the reply was removed).")
+        item, reply = row
+        if item.status != "open" or reply.deleted_at is not None:
+            by = f" by <@{item.resolved_by}>" if item.resolved_by else ""
+            raise ReviewDoneError(f"This reply was already handled{by} ({item.status}).")
+        return item, reply
+
+    async def resolve_review(self, item_id: int, *, guild_id: int, label: str, actor_id: int) -> AuditRecord:
+        """A moderator picked a label for a review item: relabel the reply, record it, close the item."""
+        async with self._tx() as s:
+            _item, reply = await self._open_item(s, item_id, guild_id)
+            return await self._relabel(s, reply, label=label, actor_id=actor_id, action="review")
+
+    async def skip_review(self, item_id: int, *, guild_id: int, actor_id: int) -> None:
+        """A moderator skipped a review item: it leaves the queue, the model's stance stays."""
+        async with self._tx() as s:
+            item, reply = await self._open_item(s, item_id, guild_id)
+            item.status, item.resolved_by, item.resolved_at = "skipped", actor_id, utcnow()
+            s.add(
+                AuditEntry(
+                    guild_id=guild_id,
+                    action="review_skip",
+                    prompt_id=item.prompt_id,
+                    reply_id=reply.id,
+                    message_id=reply.message_id,
+                    channel_id=reply.channel_id,
+                    subject_id=reply.author_id,
+                    actor_id=actor_id,
+                )
+            )
+
+    # -- export -------------------------------------------------------------------------------------------------
+
+    async def export_rows(self, slug: str, guild_id: int) -> list[ExportRow]:
+        """A prompt's live replies in a guild with their current stances (opted-out members left out)."""
+        async with self._tx() as s:
+            prow = await self._require_prompt_row(s, slug, guild_id)
+            rows = await s.execute(
+                select(Reply, Stance)
+                .outerjoin(Stance, and_(Stance.reply_id == Reply.id, Stance.is_current))
+                .outerjoin(OptOut, and_(OptOut.guild_id == Reply.guild_id, OptOut.user_id == Reply.author_id))
+                .where(
+                    Reply.prompt_id == prow.id,
+                    Reply.guild_id == guild_id,
+                    Reply.deleted_at.is_(None),
+                    OptOut.user_id.is_(None),
+                )
+                .order_by(Reply.created_at, Reply.id)
+            )
+            return [
+                ExportRow(
+                    prow.slug,
+                    r.guild_id,
+                    r.message_id,
+                    r.author_id,
+                    r.created_at,
+                    r.edited_at,
+                    r.content,
+                    st.label if st else None,
+                    st.confidence if st else None,
+                    st.source if st else None,
+                    st.model_version if st else None,
+                    bool(st and st.counted),
+                )
+                for r, st in rows
+            ]
+
+    # -- privacy ------------------------------------------------------------------------------------------------
+
+    async def is_opted_out(self, guild_id: int, user_id: int) -> bool:
+        """Whether the member asked not to be counted in this guild."""
+        async with self._tx() as s:
+            return await self._opted_out(s, guild_id, user_id)
+
+    async def _recount_everywhere(self, s: AsyncSession, guild_id: int, user_id: int) -> None:
+        prompt_ids = set(
+            await s.scalars(
+                select(Stance.prompt_id).where(Stance.guild_id == guild_id, Stance.author_id == user_id).distinct()
+            )
+        )
+        for pid in sorted(prompt_ids):
+            await self._recount_member(s, pid, guild_id, user_id)
+
+    async def opt_out(self, guild_id: int, user_id: int) -> bool:
+        """Stop counting a member in a guild: their stances stop counting, declared stances and open reviews go,
+        and new replies are not stored. ``False`` when they had opted out already."""
+        async with self._tx() as s:
+            if await self._opted_out(s, guild_id, user_id):
+                return False
+            s.add(OptOut(guild_id=guild_id, user_id=user_id))
+            await s.execute(
+                delete(DeclaredStance).where(DeclaredStance.guild_id == guild_id, DeclaredStance.author_id == user_id)
+            )
+            mine = select(Reply.id).where(Reply.guild_id == guild_id, Reply.author_id == user_id)
+            await s.execute(
+                update(ReviewItem)
+                .where(ReviewItem.reply_id.in_(mine), ReviewItem.status == "open")
+                .values(status="closed", resolved_at=utcnow())
+            )
+            await s.flush()
+            await self._recount_everywhere(s, guild_id, user_id)
+            s.add(AuditEntry(guild_id=guild_id, action="opt_out", subject_id=user_id))
+            return True
+
+    async def opt_in(self, guild_id: int, user_id: int) -> bool:
+        """Count a member again (their stored replies count again). ``False`` when they had not opted out."""
+        async with self._tx() as s:
+            row = await s.get(OptOut, (guild_id, user_id))
+            if row is None:
+                return False
+            await s.delete(row)
+            await s.flush()
+            await self._recount_everywhere(s, guild_id, user_id)
+            s.add(AuditEntry(guild_id=guild_id, action="opt_in", subject_id=user_id))
+            return True
+
+    async def forget_member(self, user_id: int) -> ForgetReport:
+        """Remove everything stored about a member in every guild: replies, stances, declared stances and review
+        items; their id and message ids are removed from the audit log, which keeps one anonymous ``forget`` row
+        per guild with the counts. Opt-outs stay, so the member keeps not being counted."""
+        async with self._tx() as s:
+            mine = select(Reply.id).where(Reply.author_id == user_id)
+            per_guild: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+            for gid, n in await s.execute(
+                select(Reply.guild_id, func.count()).where(Reply.author_id == user_id).group_by(Reply.guild_id)
+            ):
+                per_guild[gid][0] = int(n)
+            for gid, n in await s.execute(
+                select(Stance.guild_id, func.count()).where(Stance.author_id == user_id).group_by(Stance.guild_id)
+            ):
+                per_guild[gid][1] = int(n)
+            for gid, n in await s.execute(
+                select(DeclaredStance.guild_id, func.count())
+                .where(DeclaredStance.author_id == user_id)
+                .group_by(DeclaredStance.guild_id)
+            ):
+                per_guild[gid][2] = int(n)
+            review_messages = _locations(
+                await s.execute(
+                    select(ReviewItem.channel_id, ReviewItem.message_id).where(
+                        ReviewItem.reply_id.in_(mine), ReviewItem.message_id.is_not(None)
+                    )
+                )
+            )
+            await s.execute(delete(ReviewItem).where(ReviewItem.reply_id.in_(mine)))
+            await s.execute(
+                update(AuditEntry)
+                .where(AuditEntry.subject_id == user_id)
+                .values(subject_id=None, message_id=None, channel_id=None, reply_id=None)
+            )
+            await s.execute(update(AuditEntry).where(AuditEntry.actor_id == user_id).values(actor_id=None))
+            await s.execute(delete(Stance).where(Stance.author_id == user_id))
+            await s.execute(delete(Reply).where(Reply.author_id == user_id))
+            await s.execute(delete(DeclaredStance).where(DeclaredStance.author_id == user_id))
+            await s.execute(update(PromptPost).where(PromptPost.posted_by == user_id).values(posted_by=None))
+            for table in (DigestSchedule, PromptSchedule):
+                await s.execute(update(table).where(table.created_by == user_id).values(created_by=None))
+            for gid, (replies, stances, declared) in sorted(per_guild.items()):
+                detail = f"a member was forgotten: {replies} replies, {stances} stances, {declared} declared"
+                s.add(AuditEntry(guild_id=gid, action="forget", detail=detail))
+            totals = [sum(v[i] for v in per_guild.values()) for i in range(3)]
+            return ForgetReport(totals[0], totals[1], totals[2], tuple(sorted(per_guild)), review_messages)
+
+    async def member_data(self, user_id: int) -> dict[str, Any]:
+        """Everything stored about a member, as plain data (for ``/stance mydata``)."""
+        async with self._tx() as s:
+            replies: list[dict[str, Any]] = []
+            stances: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for st in await s.scalars(
+                select(Stance).where(Stance.author_id == user_id).order_by(Stance.created_at, Stance.id)
+            ):
+                stances[st.reply_id].append(
+                    {
+                        "label": st.label,
+                        "confidence": round(st.confidence, 4),
+                        "set_by": st.source,
+                        "model_version": st.model_version,
+                        "reason": st.reason,
+                        "current": st.is_current,
+                        "counted": st.counted,
+                        "at": st.created_at,
+                    }
+                )
+            for r, slug in await s.execute(
+                select(Reply, PromptRow.slug)
+                .join(PromptRow, PromptRow.id == Reply.prompt_id)
+                .where(Reply.author_id == user_id)
+                .order_by(Reply.created_at, Reply.id)
+            ):
+                replies.append(
+                    {
+                        "guild_id": str(r.guild_id),
+                        "prompt": slug,
+                        "thread_id": str(r.channel_id),
+                        "message_id": str(r.message_id),
+                        "written_at": r.created_at,
+                        "edited_at": r.edited_at,
+                        "deleted_at": r.deleted_at,
+                        "text": r.content,
+                        "stances": stances.get(r.id, []),
+                    }
+                )
+            declared = [
+                {
+                    "guild_id": str(d.guild_id),
+                    "prompt": slug,
+                    "label": d.label,
+                    "counted": d.counted,
+                    "declared_at": d.declared_at,
+                }
+                for d, slug in await s.execute(
+                    select(DeclaredStance, PromptRow.slug)
+                    .join(PromptRow, PromptRow.id == DeclaredStance.prompt_id)
+                    .where(DeclaredStance.author_id == user_id)
+                )
+            ]
+            audit = [
+                {
+                    "guild_id": str(a.guild_id),
+                    "action": a.action,
+                    "prompt": slug,
+                    "from": a.from_label,
+                    "to": a.to_label,
+                    "at": a.created_at,
+                }
+                for a, slug in await s.execute(
+                    select(AuditEntry, PromptRow.slug)
+                    .outerjoin(PromptRow, PromptRow.id == AuditEntry.prompt_id)
+                    .where(AuditEntry.subject_id == user_id)
+                    .order_by(AuditEntry.created_at)
+                )
+            ]
+            opted = [str(o.guild_id) for o in await s.scalars(select(OptOut).where(OptOut.user_id == user_id))]
+            actions = await s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.actor_id == user_id))
+            return {
+                "user_id": str(user_id),
+                "generated_at": utcnow(),
+                "opted_out_in_guilds": opted,
+                "replies": replies,
+                "declared_stances": declared,
+                "audit_entries_about_you": audit,
+                "moderator_actions_by_you": int(actions or 0),
+            }
+
+    async def purge_text(self, before: datetime, *, limit: int = 1000) -> PurgeReport:
+        """Remove the text of up to ``limit`` classified replies written before ``before`` (stances and counts
+        stay); open review items of those replies are closed, since there is nothing left to judge. Call again
+        while it reports ``limit`` replies."""
+        async with self._tx() as s:
+            old = and_(Reply.created_at < before, Reply.content.is_not(None), Reply.status != "pending")
+            ids = list(await s.scalars(select(Reply.id).where(old).order_by(Reply.id).limit(limit)))
+            if not ids:
+                return PurgeReport(0, ())
+            review_messages = _locations(
+                await s.execute(
+                    select(ReviewItem.channel_id, ReviewItem.message_id).where(
+                        ReviewItem.reply_id.in_(ids), ReviewItem.status == "open", ReviewItem.message_id.is_not(None)
+                    )
+                )
+            )
+            await s.execute(
+                update(ReviewItem)
+                .where(ReviewItem.reply_id.in_(ids), ReviewItem.status == "open")
+                .values(status="closed", resolved_at=utcnow())
+            )
+            await s.execute(update(Reply).where(Reply.id.in_(ids)).values(content=None))
+            s.add(AuditEntry(action="purge", detail=f"text of {len(ids)} replies written before {before:%Y-%m-%d}"))
+            return PurgeReport(len(ids), review_messages)

@@ -1,0 +1,76 @@
+"""``stancebot export``: a prompt's replies as CSV/JSON and corrections as training data, from a real database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli_export import export
+from bot.core.prompts import PromptCatalog
+from bot.core.stance import StanceResult
+from bot.storage.db import make_sessionmaker, sqlite_url
+from bot.storage.repository import Repository
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def filled_db(engine, catalog: PromptCatalog, db_url: str) -> str:  # type: ignore[no-untyped-def]
+    """A database with two replies in guild 1, one of them relabelled by a moderator."""
+    repo = Repository(make_sessionmaker(engine))
+    await repo.ensure_guild(1, "g")
+    await repo.sync_prompt(catalog.get("alliance"))
+    post = await repo.record_post("alliance", guild_id=1, channel_id=2, message_id=3, thread_id=4, posted_by=5)
+    for mid, text, label in [(10, "Japan should pay more", "unfair"), (11, "hmm, the bases", "unclear")]:
+        ref = await repo.add_reply(post, message_id=mid, author_id=mid, content=text, created_at=T0)
+        assert ref is not None
+        await repo.save_stance(ref.id, StanceResult(label, 0.7), model_version="m")
+    await repo.relabel(11, guild_id=1, label="mutual_benefit", actor_id=5)
+    return db_url
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(export, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_export_csv_and_json(filled_db: str, tmp_path: Path) -> None:
+    code, out, _ = _run("--prompt", "alliance", "--guild", "1", "--database", filled_db)
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["message_id"], r["label"], r["source"]) for r in rows] == [
+        ("10", "unfair", "model"),
+        ("11", "mutual_benefit", "moderator"),
+    ]
+    target = tmp_path / "out.json"
+    code, _, err = _run("--prompt", "alliance", "--guild", "1", "--format", "json", "--out", str(target),
+                        "--database", filled_db)  # fmt: skip
+    assert code == 0 and "Wrote 2 replies" in err
+    assert [item["text"] for item in json.loads(target.read_text())] == ["Japan should pay more", "hmm, the bases"]
+
+
+def test_export_corrections_is_training_data(filled_db: str) -> None:
+    code, out, _ = _run("--corrections", "--database", filled_db)
+    assert code == 0
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"text": "hmm, the bases", "label": "mutual_benefit", "prompt": "alliance", "source": "moderator"}
+    ]
+
+
+def test_export_mistakes_get_one_line(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "missing" / "x.db")
+    code, _, err = _run("--prompt", "alliance", "--database", url)
+    assert code == 2 and err.startswith("stancebot: Give --prompt and --guild")
+    code, _, err = _run("--prompt", "alliance", "--guild", "1", "--database", url)
+    assert code == 2 and err.startswith("stancebot: Cannot reach the database")
+
+
+def test_export_needs_a_migrated_database(tmp_path: Path) -> None:
+    code, _, err = _run("--corrections", "--database", sqlite_url(tmp_path / "empty.db"))
+    assert code == 2 and "run `stancebot db upgrade`" in err
