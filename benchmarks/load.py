@@ -65,7 +65,7 @@ def run_classify(n: int) -> dict[str, Any]:
     if not script.exists():
         return {"error": "benchmarks/classify.py is missing"}
     started = time.monotonic()
-    done = subprocess.run(  # noqa: ASYNC221 - called before the event loop starts
+    done = subprocess.run(
         [sys.executable, str(script), "--n", str(n)], capture_output=True, text=True, cwd=PROJECT_ROOT, check=False
     )
     if done.returncode != 0:
