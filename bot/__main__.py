@@ -188,9 +188,10 @@ def db_downgrade(config: Path | None, revision: str) -> None:
 
 def _register_extra_commands() -> None:
     from bot.cli_analyze import COMMANDS as ANALYZE_COMMANDS
+    from bot.cli_export import COMMANDS as EXPORT_COMMANDS
     from bot.cli_model import COMMANDS as MODEL_COMMANDS
 
-    for cmd in [*MODEL_COMMANDS, *ANALYZE_COMMANDS]:
+    for cmd in [*MODEL_COMMANDS, *ANALYZE_COMMANDS, *EXPORT_COMMANDS]:
         main.add_command(cmd)
 
 
