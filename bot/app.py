@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import discord
@@ -43,6 +45,8 @@ class Services:
     repo: Repository
     stance: StanceService
     pipeline: ReplyPipeline
+    #: What time it is (aware UTC); ``None`` means the real clock. Tests and the sandbox set a fake one.
+    clock: Callable[[], datetime] | None = None
 
 
 class Stancebot(commands.Bot):

@@ -46,7 +46,7 @@ def clock_of(bot: Stancebot) -> Callable[[], datetime]:
     """The bot's clock: ``services.clock`` when set (tests, the sandbox), else real UTC time."""
 
     def now() -> datetime:
-        clock = getattr(bot.services, "clock", None)
+        clock = bot.services.clock
         return clock() if clock is not None else utcnow()
 
     return now

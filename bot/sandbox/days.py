@@ -133,7 +133,7 @@ async def run_days(
             f"{kind} digests at {DIGEST_AT:%H:%M} ({tz.key})"
         )
         async with Sandbox(settings, console) as sandbox:
-            sandbox.runtime.services.clock = clock  # type: ignore[attr-defined]
+            sandbox.runtime.services.clock = clock
             cog = await _digest_cog(sandbox)
             digests = sandbox.server.create_channel(sandbox.guild, "digests")
             await sandbox.post_prompt(prompt.id)

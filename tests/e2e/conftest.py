@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,16 @@ def e2e_settings(db_url: str, build_dir: Path, **extra: str) -> Settings:
 
 
 @asynccontextmanager
-async def running_bot(settings: Settings, encoder: SentenceEncoder, server: LoopbackDiscord) -> AsyncIterator[Runtime]:
-    """Start the real bot against ``server`` and wait until it is ready; close it on exit."""
+async def running_bot(
+    settings: Settings,
+    encoder: SentenceEncoder,
+    server: LoopbackDiscord,
+    *,
+    clock: Callable[[], datetime] | None = None,
+) -> AsyncIterator[Runtime]:
+    """Start the real bot against ``server`` (with a fake ``clock`` if given) and wait until it is ready."""
     runtime = await build_runtime(settings, encoder=encoder)
+    runtime.services.clock = clock
     task = asyncio.create_task(runtime.bot.start(server.token))
     try:
         await asyncio.wait_for(runtime.bot.wait_until_ready(), 30)

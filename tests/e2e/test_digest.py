@@ -31,7 +31,7 @@ class Clock:
 async def _with_digests(world: World, clock: Clock | None = None) -> Digests:
     """The digest cog on the running bot (loaded here until it is in ``bot.app.EXTENSIONS``)."""
     if clock is not None:
-        world.runtime.services.clock = clock  # type: ignore[attr-defined]
+        world.runtime.services.clock = clock
     bot = world.runtime.bot
     for ext in ("bot.cogs.digest", "bot.cogs.guild_config"):
         if ext not in bot.extensions:
@@ -121,8 +121,7 @@ async def test_scheduled_digest_posts_once_across_a_restart(
     await world.runtime.aclose()
     clock.now += timedelta(days=3)
     settings = e2e_settings(db_url, build_dir)
-    async with running_bot(settings, encoder, world.server) as rt:
-        rt.services.clock = clock  # type: ignore[attr-defined]
+    async with running_bot(settings, encoder, world.server, clock=clock) as rt:
         for ext in ("bot.cogs.digest", "bot.cogs.guild_config"):
             if ext not in rt.bot.extensions:
                 await rt.bot.load_extension(ext)
