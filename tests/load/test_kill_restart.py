@@ -1,8 +1,8 @@
 """The bot killed (SIGKILL) in the middle of a burst and restarted: the replies it had stored but not classified
 are finished, the ones posted while it was down are read from channel history, and none counts twice.
 
-The stand-in encoder with a simulated cost of 4 ms per reply replaces the model, so that a backlog builds up
-before the kill (the real model would do the same, only slower).
+The stand-in encoder with a simulated cost of 10 ms per reply (slower than storing, even on a busy machine)
+replaces the model, so that a backlog builds up before the kill (the real model would do the same, only slower).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ async def test_killed_mid_burst_and_restarted_finishes_everything_once(
 ) -> None:
     world = build_world(loopback, members=300)
     env = bot_env(db_url, tmp_path)
-    options = {"standin": True, "standin_ms": 4.0, "extensions": ["bot.cogs.catchup"]}
+    options = {"standin": True, "standin_ms": 10.0, "extensions": ["bot.cogs.catchup"]}
     first = BotProcess.for_server(loopback, env, log_path=tmp_path / "first.log", **options)  # type: ignore[arg-type]
     await first.start()
     await post_prompt(world, "alliance")
