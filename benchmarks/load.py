@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def fetch(url: str) -> bytes:
+    """GET a loopback URL."""
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - the bot's own metrics port
+        return bytes(answer.read())
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q`` quantile (0-1) by nearest rank."""
     ordered = sorted(values)
@@ -70,7 +77,7 @@ def run_classify(n: int) -> dict[str, Any]:
     )
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout[done.stdout.index("{") :])
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 
@@ -141,6 +148,8 @@ async def run_load(rate: float, seconds: float, workdir: Path) -> dict[str, Any]
             report["stored_classified_once"] = counts.exactly_once(ids)
             stop.set()
             await sampler
+            if bot.metrics_url is not None:
+                (workdir / "metrics.txt").write_bytes(await asyncio.to_thread(fetch, bot.metrics_url + "/metrics"))
             await bot.stop()
             report["peak_rss_mb"] = round(bot.peak_rss_mb, 1)
             report["loop_stall_ms"] = round(float(bot.closed.get("loop_lag_max_ms", float("nan"))), 1)
@@ -186,6 +195,7 @@ def main() -> None:
     parser.add_argument("--classify-n", type=int, default=2000, help="replies for (a) (default 2000)")
     parser.add_argument("--skip-classify", action="store_true", help="leave (a) out")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--workdir", type=Path, help="keep the bot's logs and final metrics here (default: a temp dir)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -193,8 +203,12 @@ def main() -> None:
     if not args.skip_classify:
         print("(a) classification throughput (benchmarks/classify.py) ...", file=sys.stderr)
         figures["classify"] = run_classify(args.classify_n)
-    with tempfile.TemporaryDirectory(prefix="stancebot-load-") as tmp:
-        figures["load"] = asyncio.run(run_load(args.rate, args.seconds, Path(tmp)))
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        figures["load"] = asyncio.run(run_load(args.rate, args.seconds, args.workdir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="stancebot-load-") as tmp:
+            figures["load"] = asyncio.run(run_load(args.rate, args.seconds, Path(tmp)))
 
     load, classify = figures["load"], figures.get("classify", {})
     best_ratio = max(
