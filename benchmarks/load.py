@@ -60,6 +60,16 @@ def fetch(url: str) -> bytes:
         return bytes(answer.read())
 
 
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text as ``{name{labels}: value}``."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q`` quantile (0-1) by nearest rank."""
     ordered = sorted(values)
@@ -109,7 +119,7 @@ async def sample_rss(proc: BotProcess, stop: asyncio.Event) -> None:
         await asyncio.sleep(1)
 
 
-async def run_load(rate: float, seconds: float, workdir: Path) -> dict[str, Any]:
+async def run_load(rate: float, seconds: float, workdir: Path, extra: dict[str, str]) -> dict[str, Any]:
     """(b) and (c)."""
     db_url = await create_database()
     env = {
@@ -118,6 +128,7 @@ async def run_load(rate: float, seconds: float, workdir: Path) -> dict[str, Any]
         "STANCEBOT_METRICS_ENABLED": "true",
         "STANCEBOT_METRICS_PORT": "0",
         "STANCEBOT_GENERAL_LOG_LEVEL": "INFO",
+        **extra,
     }
     events = workdir / "events.txt"
     report: dict[str, Any] = {"rate": rate, "seconds": seconds, "load_average_before": load_average()}
@@ -149,7 +160,14 @@ async def run_load(rate: float, seconds: float, workdir: Path) -> dict[str, Any]
             stop.set()
             await sampler
             if bot.metrics_url is not None:
-                (workdir / "metrics.txt").write_bytes(await asyncio.to_thread(fetch, bot.metrics_url + "/metrics"))
+                text = await asyncio.to_thread(fetch, bot.metrics_url + "/metrics")
+                (workdir / "metrics.txt").write_bytes(text)
+                samples = parse_metrics(text.decode())
+                batched = samples.get("stancebot_classify_batch_size_sum", 0.0)
+                busy = samples.get("stancebot_classify_batch_seconds_sum", 0.0)
+                batches = samples.get("stancebot_classify_batch_size_count", 0.0)
+                report["model_replies_per_s_in_bot"] = round(batched / busy, 1) if busy else None
+                report["mean_batch"] = round(batched / batches, 1) if batches else None
             await bot.stop()
             report["peak_rss_mb"] = round(bot.peak_rss_mb, 1)
             report["loop_stall_ms"] = round(float(bot.closed.get("loop_lag_max_ms", float("nan"))), 1)
@@ -195,20 +213,22 @@ def main() -> None:
     parser.add_argument("--classify-n", type=int, default=2000, help="replies for (a) (default 2000)")
     parser.add_argument("--skip-classify", action="store_true", help="leave (a) out")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE setting for the bot")
     parser.add_argument("--workdir", type=Path, help="keep the bot's logs and final metrics here (default: a temp dir)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     figures: dict[str, Any] = {}
+    extra = dict(item.split("=", 1) for item in args.env)
     if not args.skip_classify:
         print("(a) classification throughput (benchmarks/classify.py) ...", file=sys.stderr)
         figures["classify"] = run_classify(args.classify_n)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        figures["load"] = asyncio.run(run_load(args.rate, args.seconds, args.workdir))
+        figures["load"] = asyncio.run(run_load(args.rate, args.seconds, args.workdir, extra))
     else:
         with tempfile.TemporaryDirectory(prefix="stancebot-load-") as tmp:
-            figures["load"] = asyncio.run(run_load(args.rate, args.seconds, Path(tmp)))
+            figures["load"] = asyncio.run(run_load(args.rate, args.seconds, Path(tmp), extra))
 
     load, classify = figures["load"], figures.get("classify", {})
     best_ratio = max(
@@ -237,6 +257,8 @@ def main() -> None:
         f"    longest event-loop stall: {load['loop_stall_ms']} ms ({load['loop_lag_samples']} samples): "
         f"{verdict('loop_stall_ms', load['loop_stall_ms'])}",
         f"    peak RSS: {load['peak_rss_mb']} MB: {verdict('peak_rss_mb', load['peak_rss_mb'])}",
+        f"    the model inside the bot ran at {load.get('model_replies_per_s_in_bot')} replies/s "
+        f"(mean batch {load.get('mean_batch')}) against {load['rate']:g} offered",
         "",
         f"(c) time to ready from process start: {load['ready_s']} s on restart "
         f"({load['ready_cold_s']} s on a fresh database, migrations included): {verdict('ready_s', load['ready_s'])}",

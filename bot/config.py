@@ -73,6 +73,7 @@ class ModelSettings(_Section):
     max_wait_ms: int = Field(default=50, ge=0, le=5000)
     max_chars: int = Field(default=2000, ge=50, le=100_000)
     max_queue: int = Field(default=2000, ge=1, le=1_000_000)
+    threads: int = Field(default=0, ge=0, le=256)
 
 
 class PromptSettings(_Section):

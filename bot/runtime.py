@@ -72,6 +72,10 @@ async def build_runtime(settings: Settings, *, encoder: SentenceEncoder | None =
         review_below=settings.moderation.review_below,
     )
     encoder = encoder or SentenceEncoder(settings.model.name)
+    if settings.model.threads:  # torch's intra-op threads (default: one per core)
+        import torch
+
+        torch.set_num_threads(settings.model.threads)
     service = make_stance_service(settings, catalog, encoder)
     pipeline = build_pipeline(settings, repo, service)
     services = Services(settings, catalog, repo, service, pipeline)

@@ -218,8 +218,11 @@ class BotProcess:
 
 def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     """Stop when stdin closes: the parent is gone (a crashed test must not leave a bot running)."""
-    sys.stdin.buffer.read()
-    loop.call_soon_threadsafe(stop.set)
+    with contextlib.suppress(OSError):
+        while os.read(0, 1024):  # unbuffered: a daemon thread must hold no buffer lock at interpreter exit
+            pass
+    with contextlib.suppress(RuntimeError):  # the loop is already closed: the bot stopped on its own
+        loop.call_soon_threadsafe(stop.set)
 
 
 def _open_events(path: str | None) -> IO[str] | None:
@@ -227,8 +230,9 @@ def _open_events(path: str | None) -> IO[str] | None:
 
 
 def _say(event: str, **data: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, "time": time.time(), **data}) + "\n")
-    sys.stdout.flush()
+    with contextlib.suppress(BrokenPipeError):  # the parent is gone
+        sys.stdout.write(json.dumps({"event": event, "time": time.time(), **data}) + "\n")
+        sys.stdout.flush()
 
 
 async def _child(args: argparse.Namespace) -> int:
