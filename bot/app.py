@@ -1,4 +1,4 @@
-"""The Discord client: ``Stancebot(commands.Bot)``, given its settings, storage and stance service."""
+"""The Discord client: ``Stancebot(commands.AutoShardedBot)``, given its settings, storage and stance service."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ EXTENSIONS = (
     "bot.cogs.stance",
     "bot.cogs.moderation",
     "bot.cogs.privacy",
+    "bot.cogs.catchup",
 )
 
 NO_CONTENT_NOTE = (
@@ -49,15 +50,26 @@ class Services:
     clock: Callable[[], datetime] | None = None
 
 
-class Stancebot(commands.Bot):
-    """The bot. Mentions are off for every message unless a call opts in."""
+class Stancebot(commands.AutoShardedBot):
+    """The bot. Mentions are off for every message unless a call opts in.
+
+    Sharded the way Discord asks: by default one process runs every shard Discord recommends; with
+    ``bot.shard_count`` and ``bot.shard_ids`` several processes share the shards (and one database).
+    """
 
     def __init__(self, services: Services) -> None:
         intents = discord.Intents.default()
         intents.message_content = services.settings.bot.message_content_intent
+        shards = services.settings.bot
+        sharding: dict[str, Any] = {}  # nothing set: discord.py asks Discord how many shards to run
+        if shards.shard_count:
+            sharding["shard_count"] = shards.shard_count
+        if shards.shard_ids:
+            sharding["shard_ids"] = list(shards.shard_ids)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
+            **sharding,
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
         )

@@ -38,6 +38,7 @@ from bot.config import Settings
 from bot.core.errors import StorageError
 from bot.core.prompts import UNCLEAR
 from bot.core.service import StanceService
+from bot.core.shards import ShardSet
 from bot.core.stance import StanceResult
 from bot.durability import Record, Spool
 from bot.storage.ingest import IngestStore, NewReply, StanceWrite
@@ -760,10 +761,8 @@ def spool_folder(settings: Settings) -> Path:
 
 def shard_filter(settings: Settings) -> Callable[[int], bool] | None:
     """Whether a guild is served by this process's shards (``None``: this process serves every guild)."""
-    count, ids = settings.bot.shard_count, frozenset(settings.bot.shard_ids)
-    if not count or not ids or len(ids) == count:
-        return None
-    return lambda guild_id: (guild_id >> 22) % count in ids
+    shards = ShardSet.of(settings.bot.shard_count, settings.bot.shard_ids)
+    return None if shards is None else shards.owns
 
 
 def build_pipeline(

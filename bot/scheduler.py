@@ -23,6 +23,7 @@ from typing import Protocol
 from bot.core.digest import Digest
 from bot.core.errors import StancebotError
 from bot.core.prompts import PromptCatalog
+from bot.core.shards import ShardSet
 from bot.storage.digests import DigestClaim, DigestStore, PromptScheduleInfo, ScheduleInfo
 from bot.storage.models import utcnow
 
@@ -82,6 +83,7 @@ class Scheduler:
         model_note: Callable[[str], str] | None = None,
         ready: Callable[[], Awaitable[object]] | None = None,
         max_sleep: float = MAX_SLEEP,
+        shards: ShardSet | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -92,6 +94,8 @@ class Scheduler:
         self.model_note = model_note or (lambda _prompt: "")
         self.ready = ready
         self.max_sleep = max_sleep
+        #: The guilds this process serves; another shard process does the others' scheduled work.
+        self.shards = shards
         self.worker = worker_id()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -123,7 +127,7 @@ class Scheduler:
             self._wake.clear()
             try:
                 await self.run_due()
-                wake_at = await self.store.next_wakeup()
+                wake_at = await self.store.next_wakeup(shards=self.shards)
             except Exception:  # a background loop logs and goes on
                 log.exception("Scheduler run failed; retrying in %.0f s", self.max_sleep)
                 wake_at = None
@@ -140,13 +144,13 @@ class Scheduler:
         async with self._lock:
             now = self.clock()
             outcomes = []
-            for schedule in await self.store.due_schedules(now):
+            for schedule in await self.store.due_schedules(now, shards=self.shards):
                 outcomes.append(await self._guard("digest", schedule.id, self._fire(schedule, now)))
-            for claim_id in await self.store.abandoned_claims(now):
+            for claim_id in await self.store.abandoned_claims(now, shards=self.shards):
                 outcomes.append(await self._guard("digest", claim_id, self._retry(claim_id, now)))
-            if await self.store.fail_abandoned_prompt_posts(now):
+            if await self.store.fail_abandoned_prompt_posts(now, shards=self.shards):
                 log.warning("Scheduled prompt posts abandoned by a stopped process were marked failed")
-            for prompt_schedule in await self.store.due_prompt_schedules(now):
+            for prompt_schedule in await self.store.due_prompt_schedules(now, shards=self.shards):
                 outcomes.append(
                     await self._guard("prompt", prompt_schedule.id, self._post_prompt(prompt_schedule, now))
                 )

@@ -84,6 +84,18 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 @pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh database on the local PostgreSQL server, for tests that need several processes on one database."""
+    if not WANT_PG:
+        pytest.skip("STANCEBOT_TEST_POSTGRES=0: PostgreSQL variant left out on request")
+    url = await _pg_database()
+    try:
+        yield url
+    finally:
+        await _drop_pg_database(url)
+
+
+@pytest.fixture
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on a migrated (``alembic upgrade head``) database."""
     eng = make_engine(db_url)

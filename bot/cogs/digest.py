@@ -24,6 +24,7 @@ from bot.core.chart import render_chart
 from bot.core.digest import Digest
 from bot.core.errors import StancebotError
 from bot.core.periods import WEEKDAYS, Cadence, PeriodKind, ScheduleError, parse_kind, parse_local_time, zone
+from bot.core.shards import ShardSet
 from bot.scheduler import Scheduler
 from bot.storage.digests import DigestClaim, DigestStore, PromptScheduleInfo, ScheduleInfo
 from bot.storage.models import utcnow
@@ -141,6 +142,7 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
             clock=self.clock,
             model_note=lambda prompt_id: _model_note(bot, prompt_id),
             ready=bot.wait_until_ready,
+            shards=ShardSet.of(bot.services.settings.bot.shard_count, bot.services.settings.bot.shard_ids),
         )
         self._prompt_schedule = _prompt_schedule_command(self)
         super().__init__()

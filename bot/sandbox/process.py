@@ -257,11 +257,6 @@ async def _child(args: argparse.Namespace) -> int:
     runtime = await build_runtime(settings, encoder=encoder)
     phases["runtime_s"] = time.monotonic() - began
     client = runtime.bot
-    shards = settings.bot
-    if shards.shard_count and not isinstance(client, discord.AutoShardedClient):
-        # A bot class without shard support (bot.app before the AutoShardedBot change): one shard per process.
-        client.shard_id, client.shard_count = shards.shard_ids[0], shards.shard_count
-        client._connection.shard_count = shards.shard_count
 
     events = _open_events(args.events)
 

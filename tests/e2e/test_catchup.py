@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 import bot.app
 from bot.core.encoder import SentenceEncoder
 from bot.storage.repository import Repository
@@ -15,11 +13,8 @@ from tests.e2e.conftest import World, e2e_settings, running_bot
 from tests.e2e.test_bot import ACCEPTANCE_REPLIES, post_prompt
 
 
-@pytest.fixture(autouse=True)
-def _with_catchup(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Load the catch-up cog (until it is in ``bot.app.EXTENSIONS``)."""
-    if "bot.cogs.catchup" not in bot.app.EXTENSIONS:
-        monkeypatch.setattr(bot.app, "EXTENSIONS", (*bot.app.EXTENSIONS, "bot.cogs.catchup"))
+def test_the_bot_loads_the_catch_up_cog_by_default() -> None:
+    assert "bot.cogs.catchup" in bot.app.EXTENSIONS
 
 
 async def _classified(repo: Repository, message_ids: list[int], timeout: float = 30) -> bool:  # noqa: ASYNC109

@@ -1,26 +1,26 @@
 """Sharding: two bot processes, each with its own shard, on one PostgreSQL database.
 
-Each process receives only its shard's guilds; a scheduled digest is claimed in the database before it is posted
-(``digest_posts``' unique key, issue 5), so exactly one process posts it, whichever wins the race.
+Each process receives only its shard's guilds and fires only their schedules (``Scheduler(shards=...)``); a
+scheduled digest is also claimed in the database before it is posted (``digest_posts``' unique key, issue 5), so
+even two processes serving the same guild would post it once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from bot import PROJECT_ROOT
 from bot.core.periods import Cadence
 from bot.core.prompts import PromptCatalog
+from bot.core.shards import shard_of
 from bot.sandbox.loadgen import build_world, post_prompt, send_replies, wait_for_counts
 from bot.sandbox.process import BotProcess
 from bot.sandbox.server import LoopbackDiscord
-from bot.scheduler import Scheduler
 from bot.storage.db import make_engine, make_sessionmaker, upgrade
 from bot.storage.digests import DigestStore
 from bot.storage.models import DigestPost, DigestSchedule, utcnow
@@ -28,18 +28,6 @@ from bot.storage.repository import Repository
 from tests.load.conftest import bot_env
 
 pytestmark = pytest.mark.postgres
-
-#: Until the scheduler fires only for guilds its process serves, the process without the guild may win the claim and
-#: fail to post (the digest then waits for the stale-claim retry): issue 5's part, see the issue 7 report.
-SHARD_AWARE_SCHEDULER = "owns_guild" in inspect.signature(Scheduler.__init__).parameters
-
-
-@pytest.fixture
-def pg_url(request: pytest.FixtureRequest, db_url: str) -> str:
-    """The PostgreSQL variant of ``db_url`` only: shard processes share one server database."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("several processes on one database: PostgreSQL")
-    return db_url
 
 
 async def _prepare(db_url: str, guild_id: int, channel_id: int) -> None:
@@ -60,17 +48,17 @@ async def _prepare(db_url: str, guild_id: int, channel_id: int) -> None:
         await engine.dispose()
 
 
-async def _digest_rows(db_url: str) -> int:
+async def _digest_claims(db_url: str) -> list[str]:
+    """Who claimed each digest (``host:pid:suffix``)."""
     engine = make_engine(db_url)
     try:
         async with engine.connect() as conn:
-            return int(await conn.scalar(select(func.count()).select_from(DigestPost)) or 0)
+            return [str(who) for who in await conn.scalars(select(DigestPost.claimed_by))]
     finally:
         await engine.dispose()
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(not SHARD_AWARE_SCHEDULER, reason="the scheduler is not shard-aware yet (issue 5)", strict=False)
 async def test_two_shard_processes_post_one_scheduled_digest(
     loopback: LoopbackDiscord, pg_url: str, tmp_path: Path
 ) -> None:
@@ -98,7 +86,9 @@ async def test_two_shard_processes_post_one_scheduled_digest(
         posted = loopback.bot_messages(digests.id)
         assert len(posted) == 1, [m["embeds"][0].get("footer") for m in posted]
         assert posted[0]["embeds"][0]["footer"]["text"].startswith("Stancebot digest #")
-        assert await _digest_rows(pg_url) == 1
+        claims = await _digest_claims(pg_url)
+        owner = procs[shard_of(world.guild.id, 2)]
+        assert len(claims) == 1 and claims[0].split(":")[1] == str(owner.pid), (claims, owner.pid)  # its own shard
 
         # Replies reach the shard that serves the guild, and are counted once.
         await post_prompt(world, "alliance")
