@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from bot.core.periods import as_utc
 from bot.core.stance import StanceResult
+from bot.storage.db import insert_for
 from bot.storage.models import Reply, Stance, utcnow
 from bot.storage.repository import PostInfo, Repository, StoredStance
 
@@ -39,9 +40,9 @@ async def store_classified(
     """
     if not replies:
         return set()
-    async with repo._tx() as s:
+    async with repo.transaction() as s:
         stmt = (
-            repo._insert(s, Reply)
+            insert_for(s, Reply)
             .values(
                 [
                     {
@@ -66,7 +67,7 @@ async def store_classified(
             return set()
         now = utcnow()
         await s.execute(
-            repo._insert(s, Stance).values(
+            insert_for(s, Stance).values(
                 [
                     {
                         "reply_id": new[r.message_id],
@@ -94,15 +95,15 @@ async def recount(repo: Repository, post: PostInfo, authors: Iterable[int], *, p
     """Apply the repository's counting rule (not a copy of it) to these members; returns how many were done."""
     ordered = sorted(set(authors))
     for start in range(0, len(ordered), per_transaction):
-        async with repo._tx() as s:
+        async with repo.transaction() as s:
             for author_id in ordered[start : start + per_transaction]:
-                await repo._recount_member(s, post.prompt_row_id, post.guild_id, author_id)
+                await repo.recount_member(s, post.prompt_row_id, post.guild_id, author_id)
     return len(ordered)
 
 
 async def current_stances(repo: Repository, post: PostInfo) -> dict[int, StoredStance]:
     """The current stance of every reply in a post's thread, by message id."""
-    async with repo._tx() as s:
+    async with repo.transaction() as s:
         rows = await s.execute(
             select(Stance, Reply.message_id)
             .join(Reply, Reply.id == Stance.reply_id)

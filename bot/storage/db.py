@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, make_url
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -20,6 +21,37 @@ from bot.core.errors import StorageError
 log = logging.getLogger(__name__)
 
 MIGRATIONS = PROJECT_ROOT / "migrations"
+
+#: What a database that is down or unreachable raises.
+UNAVAILABLE: tuple[type[BaseException], ...] = (OperationalError, DBAPIError, OSError)
+UNAVAILABLE_MESSAGE = "The database is unavailable right now; nothing was lost, try again shortly."
+
+
+@asynccontextmanager
+async def transaction(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    errors: tuple[type[BaseException], ...] = UNAVAILABLE,
+    log_errors: bool = True,
+) -> AsyncIterator[AsyncSession]:
+    """One session in one transaction; ``errors`` become a :class:`StorageError` with a message fit for a user."""
+    try:
+        async with sessions() as session, session.begin():
+            yield session
+    except errors as exc:
+        if log_errors:
+            log.error("Database error: %s", exc.__class__.__name__)
+        raise StorageError(UNAVAILABLE_MESSAGE) from exc
+
+
+def dialect_of(session: AsyncSession) -> str:
+    """``postgresql`` or ``sqlite``: the database a session talks to."""
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
+def insert_for(session: AsyncSession, table: type) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT with the dialect's ``ON CONFLICT`` support."""
+    return postgresql.insert(table) if dialect_of(session) == "postgresql" else sqlite.insert(table)
 
 
 def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:

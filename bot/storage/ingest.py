@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,9 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from bot.core.counting import LiveStance, count_member
-from bot.core.errors import StorageError
 from bot.core.moderation import needs_review, runner_up
 from bot.core.stance import StanceResult
+from bot.storage.db import transaction
 from bot.storage.models import DeclaredStance, OptOut, PromptRow, Reply, ReviewItem, Stance, utcnow
 from bot.storage.repository import PostInfo, ReplyRef, Repository
 
@@ -121,13 +121,9 @@ class IngestStore:
         self.repo = repo
         self.sessions = repo.sessions
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self.sessions() as session, session.begin():
-                yield session
-        except DATABASE_ERRORS as exc:
-            raise StorageError("The database is unavailable right now.") from exc
+    def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
+        # Every SQLAlchemy error is retried by the pipeline; it counts them, so none is logged here.
+        return transaction(self.sessions, errors=DATABASE_ERRORS, log_errors=False)
 
     @staticmethod
     def _pg(session: AsyncSession) -> bool:
@@ -361,7 +357,7 @@ class IngestStore:
         await s.flush()
 
     async def recount(self, s: AsyncSession, members: Iterable[Member]) -> None:
-        """``Repository._recount_member`` for many members with a fixed number of statements.
+        """``Repository.recount_member`` for many members with a fixed number of statements.
 
         Members are locked in sorted order (the repository's per-member advisory lock on PostgreSQL), so two
         batches touching the same members cannot deadlock. Only stances whose ``counted`` flag changes are written.

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Select, and_, delete, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.core.counting import Comparison, CountingRules, LiveStance, count_member
@@ -28,6 +26,7 @@ from bot.core.moderation import AuditRecord, needs_review, runner_up
 from bot.core.prompts import UNCLEAR, Prompt, prompt_from_dict
 from bot.core.stance import StanceResult
 from bot.core.tally import Tally
+from bot.storage.db import dialect_of, insert_for, transaction
 from bot.storage.models import (
     AuditEntry,
     DeclaredStance,
@@ -204,31 +203,19 @@ class Repository:
         """``member`` (one stance per member) or ``reply`` (every reply counts)."""
         return self.rules.mode
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self.sessions() as session, session.begin():
-                yield session
-        except (OperationalError, DBAPIError, OSError) as exc:
-            log.error("Database error: %s", exc.__class__.__name__)
-            raise StorageError("The database is unavailable right now; nothing was lost, try again shortly.") from exc
-
-    @staticmethod
-    def _dialect(session: AsyncSession) -> str:
-        return session.bind.dialect.name if session.bind is not None else "sqlite"
-
-    def _insert(self, session: AsyncSession, table: type) -> postgresql.Insert | sqlite.Insert:
-        return postgresql.insert(table) if self._dialect(session) == "postgresql" else sqlite.insert(table)
+    def transaction(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """One session in one transaction (a database that is down raises :class:`StorageError`)."""
+        return transaction(self.sessions)
 
     # -- guilds and prompts -------------------------------------------------------------------------------------
 
     async def ensure_guild(self, guild_id: int, name: str = "") -> None:
         """Create the guild row if missing; keep its name current."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             await self._ensure_guild(s, guild_id, name)
 
     async def _ensure_guild(self, s: AsyncSession, guild_id: int, name: str | None = None) -> None:
-        stmt = self._insert(s, Guild).values(id=guild_id, name=(name or "")[:100], created_at=utcnow())
+        stmt = insert_for(s, Guild).values(id=guild_id, name=(name or "")[:100], created_at=utcnow())
         if name is None:
             await s.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
         else:
@@ -236,7 +223,7 @@ class Repository:
 
     async def sync_prompt(self, prompt: Prompt, guild_id: int | None = None) -> int:
         """Insert or update a prompt definition; returns its row id."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             row = await s.scalar(
                 select(PromptRow).where(
                     PromptRow.slug == prompt.id,
@@ -253,7 +240,7 @@ class Repository:
 
     async def guild_prompts(self, guild_id: int) -> list[tuple[Prompt, str]]:
         """Prompts a guild can use (global and its own), with their status (``open``/``closed``)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             rows = await s.scalars(
                 select(PromptRow)
                 .where((PromptRow.guild_id.is_(None)) | (PromptRow.guild_id == guild_id))
@@ -263,7 +250,7 @@ class Repository:
 
     async def guild_added_prompts(self) -> list[tuple[Prompt, int]]:
         """Every prompt a guild added with ``/prompt add``, with its guild id (loaded into the catalog at start)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             rows = await s.scalars(select(PromptRow).where(PromptRow.guild_id.is_not(None)).order_by(PromptRow.id))
             out = []
             for r in rows:
@@ -276,7 +263,7 @@ class Repository:
 
     async def add_guild_prompt(self, prompt: Prompt, guild_id: int, *, actor_id: int) -> int:
         """Store a prompt a guild's moderator added; its name must not be taken by any prompt (file or guild)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             taken = await s.scalar(select(func.count()).select_from(PromptRow).where(PromptRow.slug == prompt.id))
             if taken:
                 raise PromptError(f"A prompt named {prompt.id!r} already exists; choose another name.")
@@ -310,7 +297,7 @@ class Repository:
 
     async def prompt_state(self, slug: str, guild_id: int) -> PromptState:
         """``unposted`` (never posted in the guild), ``open`` (a post still counts) or ``closed``."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             prow = await self._prompt_row(s, slug, guild_id)
             if prow is None:
                 return "unposted"
@@ -331,7 +318,7 @@ class Repository:
 
     async def set_prompt_closed(self, slug: str, guild_id: int, *, closed: bool, actor_id: int) -> list[PostInfo]:
         """Close (stop counting, keep data) or reopen a prompt's posts in a guild; returns the changed posts."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             prow = await self._require_prompt_row(s, slug, guild_id)
             state = await self._state(s, prow.id, guild_id)
             if state == "unposted":
@@ -357,7 +344,7 @@ class Repository:
 
     async def prompt_overview(self, guild_id: int) -> list[PromptOverview]:
         """Every prompt the guild can use, with its state here, posts and counted stances."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             prows = list(
                 await s.scalars(
                     select(PromptRow)
@@ -406,7 +393,7 @@ class Repository:
         posted_by: int | None,
     ) -> PostInfo:
         """Remember that a prompt was posted and where its thread is."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             prow = await self._prompt_row(s, prompt_slug, guild_id)
             if prow is None:
                 raise StorageError(f"Prompt {prompt_slug!r} is not in the database.")
@@ -440,19 +427,19 @@ class Repository:
 
     async def post_for_thread(self, thread_id: int) -> PostInfo | None:
         """The prompt post whose thread this is, if any."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             row = (await s.execute(self._post_query().where(PromptPost.thread_id == thread_id))).first()
             return None if row is None else self._post_info(row[0], row[1])
 
     async def post_for_message(self, message_id: int) -> PostInfo | None:
         """The prompt post whose prompt message (the one with the buttons) this is, if any."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             row = (await s.execute(self._post_query().where(PromptPost.message_id == message_id))).first()
             return None if row is None else self._post_info(row[0], row[1])
 
     async def latest_open_post(self, slug: str, guild_id: int) -> PostInfo | None:
         """The newest post of a prompt in a guild that still counts replies."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             prow = await self._prompt_row(s, slug, guild_id)
             if prow is None:
                 return None
@@ -472,7 +459,7 @@ class Repository:
 
     async def open_posts(self) -> list[PostInfo]:
         """Every posted prompt thread that still counts replies."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             rows = await s.execute(self._post_query().where(PromptPost.closed_at.is_(None)))
             return [self._post_info(r[0], r[1]) for r in rows]
 
@@ -486,11 +473,11 @@ class Repository:
     ) -> ReplyRef | None:
         """Store a reply once; ``None`` when this message id is already stored (duplicate event) or the author
         opted out of being counted in this guild (their text is then not stored at all)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             if await self._opted_out(s, post.guild_id, author_id):
                 return None
             stmt = (
-                self._insert(s, Reply)
+                insert_for(s, Reply)
                 .values(
                     message_id=message_id,
                     post_id=post.id,
@@ -513,7 +500,7 @@ class Repository:
     async def edit_reply(self, message_id: int, content: str, edited_at: datetime) -> ReplyRef | None:
         """Store an edit; returns the reply to reclassify, or ``None`` if the message is not a stored reply, its
         text did not change, its prompt is closed here, or its author opted out."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             row = (
                 await s.execute(
                     select(Reply, PromptPost.closed_at)
@@ -535,7 +522,7 @@ class Repository:
 
     async def delete_reply(self, message_id: int) -> bool:
         """Retract a deleted message from the tally (the row stays, marked deleted, its text removed)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             reply = await s.scalar(select(Reply).where(Reply.message_id == message_id, Reply.deleted_at.is_(None)))
             if reply is None:
                 return False
@@ -546,7 +533,7 @@ class Repository:
                 .values(status="closed", resolved_at=utcnow())
             )
             await s.flush()
-            await self._recount_member(s, reply.prompt_id, reply.guild_id, reply.author_id)
+            await self.recount_member(s, reply.prompt_id, reply.guild_id, reply.author_id)
             return True
 
     async def save_stance(
@@ -554,12 +541,12 @@ class Repository:
     ) -> None:
         """Make ``result`` the reply's current stance, update what the tally counts, and queue the reply for
         review when the model was unsure (see :func:`bot.core.moderation.needs_review`)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             reply = await s.get(Reply, reply_id)
             if reply is None or reply.deleted_at is not None:
                 return
             await self._add_stance(s, reply, result, model_version=model_version, source=source)
-            await self._recount_member(s, reply.prompt_id, reply.guild_id, reply.author_id)
+            await self.recount_member(s, reply.prompt_id, reply.guild_id, reply.author_id)
             if source == "model":
                 await self._update_review(s, reply, result)
 
@@ -606,11 +593,11 @@ class Repository:
 
     async def _lock_member(self, s: AsyncSession, prompt_id: int, guild_id: int, author_id: int) -> None:
         """Serialise recounts of one member on PostgreSQL (SQLite serialises every write already)."""
-        if self._dialect(s) == "postgresql":
+        if dialect_of(s) == "postgresql":
             key = (prompt_id * 1_000_003 + guild_id * 7_919 + author_id) % (2**63 - 1)
             await s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
-    async def _recount_member(self, s: AsyncSession, prompt_id: int, guild_id: int, author_id: int) -> None:
+    async def recount_member(self, s: AsyncSession, prompt_id: int, guild_id: int, author_id: int) -> None:
         """Re-apply the counting rules to one member's stances on one prompt (cheap: one member's rows)."""
         await self._lock_member(s, prompt_id, guild_id, author_id)
         member = and_(Stance.prompt_id == prompt_id, Stance.guild_id == guild_id, Stance.author_id == author_id)
@@ -640,7 +627,7 @@ class Repository:
 
     async def pending_replies(self, limit: int = 500) -> list[ReplyRef]:
         """Replies stored but not yet classified (e.g. the bot stopped before classifying them)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             rows = await s.execute(
                 select(Reply, PromptRow.slug)
                 .join(PromptRow, PromptRow.id == Reply.prompt_id)
@@ -652,7 +639,7 @@ class Repository:
 
     async def reply_prompt(self, message_id: int) -> str | None:
         """The prompt id of the stored reply with this message id."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             return await s.scalar(
                 select(PromptRow.slug)
                 .join(Reply, Reply.prompt_id == PromptRow.id)
@@ -661,7 +648,7 @@ class Repository:
 
     async def stance_of(self, message_id: int) -> StoredStance | None:
         """The current stance of the reply with this message id."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             row = (
                 await s.execute(
                     select(Stance, Reply.message_id)
@@ -676,7 +663,7 @@ class Repository:
 
     async def tally(self, prompt: Prompt, guild_id: int) -> Tally:
         """Counts per label of what counts (stances and declared stances), for one prompt in one guild."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             prow = await self._prompt_row(s, prompt.id, guild_id)
             counts: dict[str, int] = defaultdict(int)
             if prow is not None:
@@ -692,7 +679,7 @@ class Repository:
 
     async def comparison(self, prompt: Prompt, guild_id: int) -> Comparison:
         """The model's stances beside the declared ones, and how often they agree (members with both)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             prow = await self._prompt_row(s, prompt.id, guild_id)
             model: dict[str, int] = defaultdict(int)
             declared: dict[str, int] = defaultdict(int)
@@ -722,7 +709,7 @@ class Repository:
 
     async def count_replies(self, message_ids: Sequence[int] | None = None) -> int:
         """How many reply rows exist (optionally among ``message_ids``)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             q = select(func.count()).select_from(Reply)
             if message_ids is not None:
                 q = q.where(Reply.message_id.in_(list(message_ids)))
@@ -733,7 +720,7 @@ class Repository:
     async def declare(self, prompt_message_id: int, *, author_id: int, label: str) -> DeclareResult:
         """A member pressed a stance button on a prompt message: declare ``label``, or withdraw it if it was
         already their declaration. Refused when the prompt is closed or the member opted out."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             row = (await s.execute(self._post_query().where(PromptPost.message_id == prompt_message_id))).first()
             if row is None:
                 raise PromptError("This prompt message is not one Stancebot posted (or it was removed).")
@@ -769,7 +756,7 @@ class Repository:
                 )
                 new = label
             await s.flush()
-            await self._recount_member(s, post.prompt_row_id, post.guild_id, author_id)
+            await self.recount_member(s, post.prompt_row_id, post.guild_id, author_id)
             counted = new is not None and self.rules.declared_overrides
             return DeclareResult(post.prompt_slug, previous, new, counted)
 
@@ -780,7 +767,7 @@ class Repository:
     ) -> AuditRecord:
         """A moderator sets a reply's stance by hand; records the change in the audit log and resolves any open
         review of the reply."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             reply = await s.scalar(select(Reply).where(Reply.message_id == message_id))
             if reply is None or reply.guild_id != guild_id:
                 raise NotAReplyError("That message is not a reply Stancebot has stored in this server.")
@@ -798,7 +785,7 @@ class Repository:
             )
         before = await s.scalar(select(Stance.label).where(Stance.reply_id == reply.id, Stance.is_current))
         await self._add_stance(s, reply, StanceResult(label, 1.0), model_version=MODERATOR, source=MODERATOR)
-        await self._recount_member(s, reply.prompt_id, reply.guild_id, reply.author_id)
+        await self.recount_member(s, reply.prompt_id, reply.guild_id, reply.author_id)
         await s.execute(
             update(ReviewItem)
             .where(ReviewItem.reply_id == reply.id, ReviewItem.status == "open")
@@ -839,7 +826,7 @@ class Repository:
 
     async def audit_recent(self, guild_id: int, limit: int = 10) -> list[AuditRecord]:
         """The guild's latest audit entries, newest first."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             rows = await s.execute(
                 select(AuditEntry, PromptRow.slug)
                 .outerjoin(PromptRow, PromptRow.id == AuditEntry.prompt_id)
@@ -851,7 +838,7 @@ class Repository:
 
     async def corrections(self, slug: str | None = None) -> list[Correction]:
         """Replies whose current stance a moderator set, with their text: training data for ``stancebot train``."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             q = (
                 select(Reply.content, Stance.label, PromptRow.slug)
                 .join(Stance, and_(Stance.reply_id == Reply.id, Stance.is_current))
@@ -873,7 +860,7 @@ class Repository:
 
     async def guild_config(self, guild_id: int) -> GuildConfig:
         """The guild's moderation settings (defaults when none were set)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             row = await s.get(GuildSettings, guild_id)
             return GuildConfig() if row is None else GuildConfig(row.mod_log_channel_id, row.review_channel_id)
 
@@ -881,7 +868,7 @@ class Repository:
         self, guild_id: int, *, kind: Literal["mod_log", "review"], channel_id: int | None, actor_id: int
     ) -> GuildConfig:
         """Set or clear (``None``) the guild's mod-log or review channel."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             await self._ensure_guild(s, guild_id)
             row = await s.get(GuildSettings, guild_id)
             if row is None:
@@ -931,7 +918,7 @@ class Repository:
 
     async def next_review(self, guild_id: int, slug: str | None = None) -> ReviewInfo | None:
         """The oldest open review item of the guild (optionally of one prompt)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             q = self._review_query().where(
                 ReviewItem.guild_id == guild_id, ReviewItem.status == "open", Reply.deleted_at.is_(None)
             )
@@ -942,7 +929,7 @@ class Repository:
 
     async def review_queue_size(self, guild_id: int) -> int:
         """How many review items are open in the guild."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             n = await s.scalar(
                 select(func.count())
                 .select_from(ReviewItem)
@@ -952,13 +939,13 @@ class Repository:
 
     async def review_item(self, item_id: int) -> ReviewInfo | None:
         """One review item, whatever its status."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             row = (await s.execute(self._review_query().where(ReviewItem.id == item_id))).first()
             return None if row is None else self._review_info(*row)
 
     async def open_review_for_reply(self, reply_id: int) -> ReviewInfo | None:
         """The open review item of a reply, if it has one."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             row = (
                 await s.execute(
                     self._review_query().where(ReviewItem.reply_id == reply_id, ReviewItem.status == "open")
@@ -968,7 +955,7 @@ class Repository:
 
     async def set_review_message(self, item_id: int, channel_id: int, message_id: int) -> None:
         """Remember where a review item was posted."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             await s.execute(
                 update(ReviewItem).where(ReviewItem.id == item_id).values(channel_id=channel_id, message_id=message_id)
             )
@@ -989,13 +976,13 @@ class Repository:
 
     async def resolve_review(self, item_id: int, *, guild_id: int, label: str, actor_id: int) -> AuditRecord:
         """A moderator picked a label for a review item: relabel the reply, record it, close the item."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             _item, reply = await self._open_item(s, item_id, guild_id)
             return await self._relabel(s, reply, label=label, actor_id=actor_id, action="review")
 
     async def skip_review(self, item_id: int, *, guild_id: int, actor_id: int) -> None:
         """A moderator skipped a review item: it leaves the queue, the model's stance stays."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             item, reply = await self._open_item(s, item_id, guild_id)
             item.status, item.resolved_by, item.resolved_at = "skipped", actor_id, utcnow()
             s.add(
@@ -1015,7 +1002,7 @@ class Repository:
 
     async def export_rows(self, slug: str, guild_id: int) -> list[ExportRow]:
         """A prompt's live replies in a guild with their current stances (opted-out members left out)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             prow = await self._require_prompt_row(s, slug, guild_id)
             rows = await s.execute(
                 select(Reply, Stance)
@@ -1051,7 +1038,7 @@ class Repository:
 
     async def is_opted_out(self, guild_id: int, user_id: int) -> bool:
         """Whether the member asked not to be counted in this guild."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             return await self._opted_out(s, guild_id, user_id)
 
     async def _recount_everywhere(self, s: AsyncSession, guild_id: int, user_id: int) -> None:
@@ -1061,12 +1048,12 @@ class Repository:
             )
         )
         for pid in sorted(prompt_ids):
-            await self._recount_member(s, pid, guild_id, user_id)
+            await self.recount_member(s, pid, guild_id, user_id)
 
     async def opt_out(self, guild_id: int, user_id: int) -> bool:
         """Stop counting a member in a guild: their stances stop counting, declared stances and open reviews go,
         and new replies are not stored. ``False`` when they had opted out already."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             if await self._opted_out(s, guild_id, user_id):
                 return False
             s.add(OptOut(guild_id=guild_id, user_id=user_id))
@@ -1086,7 +1073,7 @@ class Repository:
 
     async def opt_in(self, guild_id: int, user_id: int) -> bool:
         """Count a member again (their stored replies count again). ``False`` when they had not opted out."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             row = await s.get(OptOut, (guild_id, user_id))
             if row is None:
                 return False
@@ -1100,7 +1087,7 @@ class Repository:
         """Remove everything stored about a member in every guild: replies, stances, declared stances and review
         items; their id and message ids are removed from the audit log, which keeps one anonymous ``forget`` row
         per guild with the counts. Opt-outs stay, so the member keeps not being counted."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             mine = select(Reply.id).where(Reply.author_id == user_id)
             per_guild: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
             for gid, n in await s.execute(
@@ -1145,7 +1132,7 @@ class Repository:
 
     async def member_data(self, user_id: int) -> dict[str, Any]:
         """Everything stored about a member, as plain data (for ``/stance mydata``)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             replies: list[dict[str, Any]] = []
             stances: dict[int, list[dict[str, Any]]] = defaultdict(list)
             for st in await s.scalars(
@@ -1228,7 +1215,7 @@ class Repository:
         """Remove the text of up to ``limit`` classified replies written before ``before`` (stances and counts
         stay); open review items of those replies are closed, since there is nothing left to judge. Call again
         while it reports ``limit`` replies."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             old = and_(Reply.created_at < before, Reply.content.is_not(None), Reply.status != "pending")
             ids = list(await s.scalars(select(Reply.id).where(old).order_by(Reply.id).limit(limit)))
             if not ids:
