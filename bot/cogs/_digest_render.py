@@ -45,6 +45,8 @@ def digest_embed(digest: Digest, *, footer: str) -> discord.Embed:
         f"```\n{standings_table(digest, bar_width=10)}\n```",
         f"{digest.overall_sentence()}.",
     ]
+    if digest.declared_sentence():
+        lines.append(f"{digest.declared_sentence()}.")
     embed = discord.Embed(
         title=shorten(digest.heading, 256),
         description=shorten("\n".join(lines), 4096),

@@ -11,6 +11,8 @@ What the numbers mean (the storage layer computes them this way, see :mod:`bot.s
   how many of those replies the model could not place (``unclear``).
 * **Overall tally**: what ``/stance tally`` shows when the digest is made (every period, declared stances
   included).
+* **Declared stances**: members who declared a stance with the prompt's buttons, beside what the model says of
+  the same members, and how often the two agree (shown only when someone declared).
 * **Representative reply** per stance: among the period's replies that the tally counts, the one of that stance the
   model is most confident about.
 
@@ -23,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bot.core.counting import Comparison
 from bot.core.periods import Period
 from bot.core.prompts import UNCLEAR
 from bot.core.text import neutralise_mentions, shorten
@@ -107,6 +110,8 @@ class Digest:
     generated_at: datetime | None = None
     late: bool = False
     model_note: str = ""
+    #: Declared stances beside the model's (``None``: nobody declared one).
+    declared: Comparison | None = None
 
     def __post_init__(self) -> None:
         if not self.history:
@@ -189,6 +194,21 @@ class Digest:
         """E.g. ``Overall tally: fair leads with 53% of 312 counted``."""
         return _leader("Overall tally", self.overall, self.stance_labels(), self.labels)
 
+    def declared_sentence(self) -> str:
+        """E.g. ``Declared with the buttons: fair 5, unfair 3 (8 members); the model agrees for 4 of 6 (67%)``;
+        empty when nobody declared a stance."""
+        comparison = self.declared
+        if comparison is None or not any(comparison.declared.values()):
+            return ""
+        counts = [(label, comparison.declared.get(label, 0)) for label in self.labels]
+        listed = ", ".join(f"{label} {n}" for label, n in counts if n)
+        members = sum(n for _, n in counts)
+        text = f"Declared with the buttons: {listed} ({members} member{'' if members == 1 else 's'})"
+        rate = comparison.agreement
+        if rate is None:
+            return text + "; the model has not read a reply of theirs yet"
+        return text + f"; the model agrees for {comparison.agree} of {comparison.both} ({rate:.0%})"
+
 
 def _leader(what: str, counts: Mapping[str, int], stances: Sequence[str], labels: Sequence[str]) -> str:
     total = sum(counts.get(label, 0) for label in labels)
@@ -258,6 +278,8 @@ def render_terminal(digest: Digest) -> str:
         out.append(_late_note(digest))
     out += ["", digest.activity_sentence() + ".", digest.leader_sentence() + ".", "", standings_table(digest)]
     out += ["", digest.overall_sentence() + "."]
+    if digest.declared_sentence():
+        out.append(digest.declared_sentence() + ".")
     quotes = [q for q in (digest.quote_for(label) for label in digest.stance_labels()) if q is not None]
     if quotes:
         out += ["", f"Most confident replies {digest.period.this}"]
@@ -290,6 +312,8 @@ def render_markdown(digest: Digest, *, chart: str | None = "chart.png") -> str:
         out.append(row + (f" {arrow(line.delta_pts)} |" if has_prev else ""))
     out.append(f"| **total** | {digest.current.counted} | |" + (" |" if has_prev else ""))
     out += ["", f"{digest.overall_sentence()}."]
+    if digest.declared_sentence():
+        out += ["", f"{digest.declared_sentence()}."]
     if chart:
         out += ["", f"![Stance shares {digest.period.this} and the trend]({chart})"]
     quotes = [q for q in (digest.quote_for(label) for label in digest.stance_labels()) if q is not None]
@@ -323,6 +347,7 @@ def build_digest(
     generated_at: datetime | None = None,
     late: bool = False,
     model_note: str = "",
+    declared: Comparison | None = None,
 ) -> Digest:
     """A :class:`Digest`; quotes are kept one per stance label, in label order."""
     by_label = {q.label: q for q in quotes if q.label in labels and q.label != UNCLEAR}
@@ -338,4 +363,5 @@ def build_digest(
         generated_at=generated_at,
         late=late,
         model_note=model_note,
+        declared=declared if declared is not None and any(declared.declared.values()) else None,
     )

@@ -22,21 +22,34 @@ times, and the publisher first looks for a message that did go out.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    and_,
+    case,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    true,
+    type_coerce,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.core.digest import Digest, PeriodFigures, Quote, build_digest
-from bot.core.errors import StorageError, UnknownPromptError
+from bot.core.errors import UnknownPromptError
 from bot.core.periods import Cadence, Period, PeriodKind, as_utc, parse_kind
 from bot.core.prompts import UNCLEAR, Prompt
+from bot.core.shards import ShardSet
+from bot.storage.db import dialect_of, insert_for, transaction
 from bot.storage.models import (
     Base,
     DigestPost,
@@ -62,6 +75,15 @@ HISTORY = 8
 FIGURES_WORK_MEM = "64MB"
 
 PromptStatus = Literal["pending", "posting", "posted", "failed", "cancelled"]
+
+
+def served(guild_id: Any, shards: ShardSet | None) -> ColumnElement[bool]:
+    """SQL: the row's guild is served by ``shards`` (Discord's ``(guild_id >> 22) % count``); always true for
+    ``None``. Works on SQLite and PostgreSQL."""
+    if shards is None:
+        return true()
+    shifted = type_coerce(guild_id.op(">>")(literal_column("22")), BigInteger)
+    return (shifted % literal_column(str(int(shards.count)))).in_(sorted(shards.ids))
 
 
 @dataclass(frozen=True)
@@ -127,22 +149,9 @@ class DigestStore:
         self.repo = repo
         self.sessions: async_sessionmaker[AsyncSession] = repo.sessions
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self.sessions() as session, session.begin():
-                yield session
-        except (OperationalError, DBAPIError, OSError) as exc:
-            log.error("Database error: %s", exc.__class__.__name__)
-            raise StorageError("The database is unavailable right now; nothing was lost, try again shortly.") from exc
-
-    @staticmethod
-    def _dialect(session: AsyncSession) -> str:
-        return session.bind.dialect.name if session.bind is not None else "sqlite"
-
-    @classmethod
-    def _insert(cls, session: AsyncSession, table: type) -> postgresql.Insert | sqlite.Insert:
-        return postgresql.insert(table) if cls._dialect(session) == "postgresql" else sqlite.insert(table)
+    def transaction(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """One session in one transaction (a database that is down raises :class:`StorageError`)."""
+        return transaction(self.sessions)
 
     @staticmethod
     async def _prompt_row_id(s: AsyncSession, slug: str, guild_id: int) -> int:
@@ -170,13 +179,13 @@ class DigestStore:
 
     async def guild_timezone(self, guild_id: int) -> str | None:
         """The zone a moderator set for the guild; ``None`` when unset (the column's default ``UTC`` = unset)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             tz = await s.scalar(select(Guild.timezone).where(Guild.id == guild_id))
             return tz if tz and tz != "UTC" else None
 
     async def set_guild_timezone(self, guild_id: int, tz: str, *, now: datetime) -> list[ScheduleInfo]:
         """Set the guild's zone and move its active schedules to it (their next fire time is recomputed)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             guild = await self._ensure_guild(s, guild_id)
             guild.timezone = tz
             rows = await s.execute(
@@ -205,7 +214,7 @@ class DigestStore:
     ) -> ScheduleInfo:
         """Create the guild's schedule for this prompt and period kind, or move it (channel, day, time, zone)."""
         next_due = cadence.next_boundary(now)
-        async with self._tx() as s:
+        async with self.transaction() as s:
             await self._ensure_guild(s, guild_id)
             prompt_row = await self._prompt_row_id(s, prompt_slug, guild_id)
             values: dict[str, Any] = {
@@ -217,7 +226,7 @@ class DigestStore:
                 "active": True,
                 "next_due_at": next_due,
             }
-            stmt = self._insert(s, DigestSchedule).values(
+            stmt = insert_for(s, DigestSchedule).values(
                 guild_id=guild_id, prompt_id=prompt_row, period_kind=cadence.kind, created_at=as_utc(now), **values
             )
             stmt = stmt.on_conflict_do_update(index_elements=["guild_id", "prompt_id", "period_kind"], set_=values)
@@ -232,7 +241,7 @@ class DigestStore:
 
     async def schedules(self, guild_id: int | None = None, *, active_only: bool = True) -> list[ScheduleInfo]:
         """Schedules of one guild (or all), soonest first."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             q = self._schedule_query().order_by(DigestSchedule.next_due_at, DigestSchedule.id)
             if guild_id is not None:
                 q = q.where(DigestSchedule.guild_id == guild_id)
@@ -249,7 +258,7 @@ class DigestStore:
         kind: PeriodKind | None = None,
     ) -> list[ScheduleInfo]:
         """Stop active schedules of a guild: one by id, or a prompt's (all kinds, or one); returns those stopped."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             q = self._schedule_query().where(DigestSchedule.guild_id == guild_id, DigestSchedule.active)
             if schedule_id is not None:
                 q = q.where(DigestSchedule.id == schedule_id)
@@ -263,12 +272,16 @@ class DigestStore:
                 stopped.append(_schedule_info(row, slug))
             return stopped
 
-    async def due_schedules(self, now: datetime) -> list[ScheduleInfo]:
-        """Active schedules whose next fire time has come."""
-        async with self._tx() as s:
+    async def due_schedules(self, now: datetime, *, shards: ShardSet | None = None) -> list[ScheduleInfo]:
+        """Active schedules whose next fire time has come (of the guilds ``shards`` serves)."""
+        async with self.transaction() as s:
             q = (
                 self._schedule_query()
-                .where(DigestSchedule.active, DigestSchedule.next_due_at <= as_utc(now))
+                .where(
+                    DigestSchedule.active,
+                    DigestSchedule.next_due_at <= as_utc(now),
+                    served(DigestSchedule.guild_id, shards),
+                )
                 .order_by(DigestSchedule.next_due_at, DigestSchedule.id)
             )
             return [_schedule_info(row, slug) for row, slug in await s.execute(q)]
@@ -276,7 +289,7 @@ class DigestStore:
     async def advance_schedule(self, schedule: ScheduleInfo, now: datetime) -> datetime:
         """Set the schedule's next fire time to its first boundary after ``now`` (idempotent; racing is harmless)."""
         next_due = schedule.cadence.next_boundary(now)
-        async with self._tx() as s:
+        async with self.transaction() as s:
             await s.execute(
                 update(DigestSchedule)
                 .where(DigestSchedule.id == schedule.id, DigestSchedule.next_due_at < next_due)
@@ -284,14 +297,27 @@ class DigestStore:
             )
         return next_due
 
-    async def next_wakeup(self, *, stale_after: timedelta = STALE_CLAIM) -> datetime | None:
-        """The earliest moment anything is due: a digest schedule, a prompt post or the retry of a failed digest."""
-        async with self._tx() as s:
-            digest = await s.scalar(select(func.min(DigestSchedule.next_due_at)).where(DigestSchedule.active))
-            prompt = await s.scalar(select(func.min(PromptSchedule.post_at)).where(PromptSchedule.status == "pending"))
+    async def next_wakeup(
+        self, *, stale_after: timedelta = STALE_CLAIM, shards: ShardSet | None = None
+    ) -> datetime | None:
+        """The earliest moment anything is due: a digest schedule, a prompt post or the retry of a failed digest
+        (of the guilds ``shards`` serves)."""
+        async with self.transaction() as s:
+            digest = await s.scalar(
+                select(func.min(DigestSchedule.next_due_at)).where(
+                    DigestSchedule.active, served(DigestSchedule.guild_id, shards)
+                )
+            )
+            prompt = await s.scalar(
+                select(func.min(PromptSchedule.post_at)).where(
+                    PromptSchedule.status == "pending", served(PromptSchedule.guild_id, shards)
+                )
+            )
             retry = await s.scalar(
                 select(func.min(DigestPost.claimed_at)).where(
-                    DigestPost.posted_at.is_(None), DigestPost.attempts < MAX_ATTEMPTS
+                    DigestPost.posted_at.is_(None),
+                    DigestPost.attempts < MAX_ATTEMPTS,
+                    served(DigestPost.guild_id, shards),
                 )
             )
             times = [as_utc(t) for t in (digest, prompt) if t is not None]
@@ -305,7 +331,7 @@ class DigestStore:
         self, schedule: ScheduleInfo, period: Period, *, worker: str, now: datetime, late: bool
     ) -> DigestClaim | None:
         """Claim the digest of ``period`` for a schedule: ``None`` when another process (or an earlier run) has it."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             prompt_row = await self._prompt_row_id(s, schedule.prompt_slug, schedule.guild_id)
             key = {
                 "prompt_id": prompt_row,
@@ -314,7 +340,7 @@ class DigestStore:
                 "period_start": period.start,
             }
             stmt = (
-                self._insert(s, DigestPost)
+                insert_for(s, DigestPost)
                 .values(
                     **key,
                     schedule_id=schedule.id,
@@ -351,17 +377,21 @@ class DigestStore:
             DigestPost.attempts < MAX_ATTEMPTS,
         )
 
-    async def abandoned_claims(self, now: datetime, *, stale_after: timedelta = STALE_CLAIM) -> list[int]:
-        """Ids of claims never marked posted within ``stale_after`` (their post failed or their process died)."""
-        async with self._tx() as s:
-            rows = await s.scalars(select(DigestPost.id).where(self._stale(now, stale_after)).order_by(DigestPost.id))
+    async def abandoned_claims(
+        self, now: datetime, *, stale_after: timedelta = STALE_CLAIM, shards: ShardSet | None = None
+    ) -> list[int]:
+        """Ids of claims never marked posted within ``stale_after`` (their post failed or their process died), of
+        the guilds ``shards`` serves."""
+        async with self.transaction() as s:
+            q = select(DigestPost.id).where(self._stale(now, stale_after), served(DigestPost.guild_id, shards))
+            rows = await s.scalars(q.order_by(DigestPost.id))
             return list(rows)
 
     async def take_over(
         self, claim_id: int, *, worker: str, now: datetime, grace: timedelta, stale_after: timedelta = STALE_CLAIM
     ) -> DigestClaim | None:
         """Take over an abandoned claim (one process wins: a conditional update); ``None`` if it is not abandoned."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             taken = await s.execute(
                 update(DigestPost)
                 .where(DigestPost.id == claim_id, self._stale(now, stale_after))
@@ -401,14 +431,14 @@ class DigestStore:
 
     async def mark_posted(self, claim_id: int, message_id: int, *, now: datetime) -> None:
         """Record that Discord accepted the digest message."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             await s.execute(
                 update(DigestPost).where(DigestPost.id == claim_id).values(posted_at=as_utc(now), message_id=message_id)
             )
 
     async def digest_posts(self, guild_id: int) -> list[tuple[str, Period, bool, int | None]]:
         """Posted and claimed digests of a guild: (prompt, period, late, message id), oldest first."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             rows = await s.execute(
                 select(DigestPost, PromptRow.slug, DigestSchedule.timezone)
                 .join(PromptRow, PromptRow.id == DigestPost.prompt_id)
@@ -438,7 +468,7 @@ class DigestStore:
         now: datetime,
     ) -> PromptScheduleInfo:
         """Schedule a prompt to be posted in a channel at ``post_at``."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             await self._ensure_guild(s, guild_id)
             row = PromptSchedule(
                 guild_id=guild_id,
@@ -459,7 +489,7 @@ class DigestStore:
 
     async def prompt_schedules(self, guild_id: int, *, pending_only: bool = True) -> list[PromptScheduleInfo]:
         """A guild's scheduled prompt posts, soonest first."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             q = self._prompt_schedule_query().where(PromptSchedule.guild_id == guild_id)
             if pending_only:
                 q = q.where(PromptSchedule.status == "pending")
@@ -468,7 +498,7 @@ class DigestStore:
 
     async def cancel_prompt_schedule(self, guild_id: int, schedule_id: int) -> PromptScheduleInfo | None:
         """Cancel a pending prompt post of this guild; ``None`` when there is no such pending post."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             found = (
                 await s.execute(
                     self._prompt_schedule_query().where(
@@ -484,19 +514,23 @@ class DigestStore:
             row.status = "cancelled"
             return _prompt_schedule_info(row, slug)
 
-    async def due_prompt_schedules(self, now: datetime) -> list[PromptScheduleInfo]:
-        """Pending prompt posts whose time has come."""
-        async with self._tx() as s:
+    async def due_prompt_schedules(self, now: datetime, *, shards: ShardSet | None = None) -> list[PromptScheduleInfo]:
+        """Pending prompt posts whose time has come (of the guilds ``shards`` serves)."""
+        async with self.transaction() as s:
             q = (
                 self._prompt_schedule_query()
-                .where(PromptSchedule.status == "pending", PromptSchedule.post_at <= as_utc(now))
+                .where(
+                    PromptSchedule.status == "pending",
+                    PromptSchedule.post_at <= as_utc(now),
+                    served(PromptSchedule.guild_id, shards),
+                )
                 .order_by(PromptSchedule.post_at, PromptSchedule.id)
             )
             return [_prompt_schedule_info(row, slug) for row, slug in await s.execute(q)]
 
     async def claim_prompt_schedule(self, schedule_id: int, *, worker: str, now: datetime) -> bool:
         """Move a pending prompt post to ``posting``; only one process gets ``True``."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             result = await s.execute(
                 update(PromptSchedule)
                 .where(PromptSchedule.id == schedule_id, PromptSchedule.status == "pending")
@@ -516,7 +550,7 @@ class DigestStore:
         error: str | None = None,
     ) -> None:
         """Record how a claimed prompt post ended."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             await s.execute(
                 update(PromptSchedule)
                 .where(PromptSchedule.id == schedule_id)
@@ -529,12 +563,18 @@ class DigestStore:
                 )
             )
 
-    async def fail_abandoned_prompt_posts(self, now: datetime, *, stale_after: timedelta = STALE_CLAIM) -> int:
+    async def fail_abandoned_prompt_posts(
+        self, now: datetime, *, stale_after: timedelta = STALE_CLAIM, shards: ShardSet | None = None
+    ) -> int:
         """Mark ``posting`` rows whose process died as failed (never re-posted: a thread may already exist)."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             result = await s.execute(
                 update(PromptSchedule)
-                .where(PromptSchedule.status == "posting", PromptSchedule.claimed_at < as_utc(now) - stale_after)
+                .where(
+                    PromptSchedule.status == "posting",
+                    PromptSchedule.claimed_at < as_utc(now) - stale_after,
+                    served(PromptSchedule.guild_id, shards),
+                )
                 .values(status="failed", error="abandoned while posting (the bot stopped)")
                 .returning(PromptSchedule.id)
             )
@@ -542,7 +582,7 @@ class DigestStore:
 
     async def forget_user(self, user_id: int) -> int:
         """Remove a member's id from the schedules they created (for forget-me); returns how many rows changed."""
-        async with self._tx() as s:
+        async with self.transaction() as s:
             changed = 0
             for table in (DigestSchedule, PromptSchedule):
                 result = await s.execute(
@@ -560,12 +600,12 @@ class DigestStore:
         labels = prompt.label_names
         if not periods:
             return [], []
-        async with self._tx() as s:
+        async with self.transaction() as s:
             try:
                 pid = await self._prompt_row_id(s, prompt.id, guild_id)
             except UnknownPromptError:
                 return [PeriodFigures(p, dict.fromkeys(labels, 0)) for p in periods], []
-            if self._dialect(s) == "postgresql":
+            if dialect_of(s) == "postgresql":
                 # The window sort and the join hash stay in memory (the default 4 MB spills them to disk).
                 await s.execute(text(f"SET LOCAL work_mem = '{FIGURES_WORK_MEM}'"))
             scope = _Scope(pid, guild_id, periods, self.repo.count_mode == "reply", await _opted_out(s, guild_id))
@@ -595,6 +635,7 @@ class DigestStore:
         periods = cadence.history(period, max(history, 2))
         figures, quotes = await self.figures(prompt, guild_id, periods)
         overall = await self.repo.tally(prompt, guild_id)
+        declared = await self.repo.comparison(prompt, guild_id)
         return build_digest(
             prompt_id=prompt.id,
             title=prompt.title,
@@ -607,6 +648,7 @@ class DigestStore:
             generated_at=now,
             late=late,
             model_note=model_note,
+            declared=declared,
         )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from itertools import count
@@ -12,16 +11,16 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.core.digest import Digest
+from bot.core.digest import Digest, render_markdown, render_terminal
 from bot.core.periods import Cadence, Period
 from bot.core.prompts import PromptCatalog
+from bot.core.shards import ShardSet, shard_of
 from bot.core.stance import StanceResult
 from bot.scheduler import Scheduler
 from bot.storage.db import make_engine, make_sessionmaker, upgrade
 from bot.storage.digests import STALE_CLAIM, DigestClaim, DigestStore, PromptScheduleInfo
 from bot.storage.models import Base, DigestPost, DigestSchedule
 from bot.storage.repository import PostInfo, Repository
-from tests.conftest import WANT_PG, _drop_pg_database, _pg_database
 
 GUILD = 1001
 BERLIN = "Europe/Berlin"
@@ -145,6 +144,30 @@ async def test_figures_follow_the_documented_definitions(
     tally = await repo.tally(prompt, GUILD)
     assert dict(digest.overall) == dict(tally.counts)
     assert digest.overall_total == tally.total == 6
+
+
+async def test_declared_stances_stand_beside_the_models(
+    repo: Repository, engine: AsyncEngine, catalog: PromptCatalog
+) -> None:
+    post = await _post(repo, catalog)
+    when = _at("2026-03-10 12:00")
+    await _say(repo, post, 1, when, "unfair")
+    await _say(repo, post, 2, when, "fair")
+    for author, label in ((1, "unfair"), (2, "unfair"), (3, "mutual_benefit")):  # 1 agrees, 2 not, 3 never replied
+        await repo.declare(post.message_id, author_id=author, label=label)
+    cadence = Cadence("daily", tz="UTC")
+    digest = await _store(engine).build_digest(catalog.get("alliance"), GUILD, cadence.period_containing(when), cadence)
+    assert digest.declared is not None
+    assert (digest.declared.declared, digest.declared.both, digest.declared.agree) == (
+        {"unfair": 2, "mutual_benefit": 1},
+        2,
+        1,
+    )
+    sentence = "Declared with the buttons: unfair 2, mutual_benefit 1 (3 members); the model agrees for 1 of 2 (50%)."
+    assert sentence in render_terminal(digest).splitlines()
+    assert sentence in render_markdown(digest)
+    nobody = await _store(engine).build_digest(catalog.get("defense"), GUILD, cadence.period_containing(when), cadence)
+    assert nobody.declared is None and "Declared" not in render_terminal(nobody)
 
 
 async def test_every_reply_counts_in_reply_mode(engine: AsyncEngine, catalog: PromptCatalog) -> None:
@@ -328,18 +351,6 @@ async def test_retry_finds_a_message_that_did_go_out(
         assert await conn.scalar(select(DigestPost.message_id)) == 4242
 
 
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh PostgreSQL database (the race needs real concurrent transactions)."""
-    if not WANT_PG:
-        pytest.skip("STANCEBOT_TEST_POSTGRES=0: PostgreSQL variant left out on request")
-    url = await _pg_database()
-    try:
-        yield url
-    finally:
-        await _drop_pg_database(url)
-
-
 @pytest.mark.postgres
 async def test_two_processes_racing_post_each_digest_once(pg_url: str, catalog: PromptCatalog) -> None:
     engines = [make_engine(pg_url), make_engine(pg_url)]
@@ -368,6 +379,36 @@ async def test_two_processes_racing_post_each_digest_once(pg_url: str, catalog: 
     finally:
         for e in engines:
             await e.dispose()
+
+
+async def test_each_shard_process_fires_only_the_guilds_it_serves(engine: AsyncEngine, catalog: PromptCatalog) -> None:
+    guilds = {0: (10 << 22) + 7, 1: (11 << 22) + 7}  # Discord's routing: (guild_id >> 22) % shard_count
+    assert {shard: shard_of(g, 2) for shard, g in guilds.items()} == {0: 0, 1: 1}
+    clock = FakeClock(_at("2026-03-18 12:00"))
+    store = _store(engine)
+    for prompt in catalog:
+        await store.repo.sync_prompt(prompt)
+    for guild in guilds.values():
+        await store.repo.ensure_guild(guild, "Sharded guild")
+        await store.upsert_schedule(
+            guild, "alliance", 55, Cadence("daily", 0, time(9), BERLIN), created_by=None, now=clock()
+        )
+    publishers = {shard: FakePublisher() for shard in guilds}
+    schedulers = {
+        shard: Scheduler(store, catalog, publishers[shard], clock=clock, shards=ShardSet.of(2, [shard]))
+        for shard in guilds
+    }
+    assert await store.next_wakeup(shards=ShardSet.of(8, [5])) is None  # a shard without guilds sleeps
+    first_due = await store.next_wakeup(shards=schedulers[0].shards)
+    assert first_due == _at("2026-03-19 08:00")  # 09:00 CET
+    clock.advance(days=1)
+    assert [s.guild_id for s in await store.due_schedules(clock(), shards=schedulers[1].shards)] == [guilds[1]]
+    await schedulers[1].run_due()  # shard 1 goes first: it must leave shard 0's guild alone
+    assert [c.guild_id for c, _ in publishers[1].digests] == [guilds[1]]
+    assert await store.next_wakeup(shards=schedulers[0].shards) == first_due  # still due for shard 0
+    await schedulers[0].run_due()
+    assert [c.guild_id for c, _ in publishers[0].digests] == [guilds[0]]
+    assert len(publishers[1].digests) == 1
 
 
 async def test_scheduled_prompt_is_posted_once(repo: Repository, engine: AsyncEngine, catalog: PromptCatalog) -> None:
