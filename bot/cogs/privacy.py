@@ -29,19 +29,53 @@ PURGE_BATCH = 1000
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
 
+class ConfirmForget(discord.ui.View):
+    """The ``/stance forget-me`` confirmation: only the member who asked can press it, for two minutes."""
+
+    def __init__(self, cog: Privacy, user_id: int) -> None:
+        super().__init__(timeout=120)
+        self.cog = cog
+        self.user_id = user_id
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Only the member who asked."""
+        return interaction.user.id == self.user_id
+
+    @discord.ui.button(label="Delete everything", style=discord.ButtonStyle.danger)
+    async def confirm(self, interaction: discord.Interaction, _button: discord.ui.Button[ConfirmForget]) -> None:
+        """Forget the member, then say what went."""
+        self.stop()
+        report = await self.cog.bot.services.repo.forget_member(self.user_id)
+        await self.cog.delete_messages(report.review_messages)
+        log.info("Forgot a member: %d replies in %d guilds", report.replies, len(report.guild_ids))
+        await interaction.response.edit_message(
+            content=f"Done. I removed {report.replies} replies, {report.stances} stances and {report.declared} "
+            "declared stances of yours from every server, and the tallies no longer count you. The audit log keeps "
+            "only an anonymous count. Your messages on Discord itself are yours to delete.",
+            view=None,
+        )
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
+    async def cancel(self, interaction: discord.Interaction, _button: discord.ui.Button[ConfirmForget]) -> None:
+        """Keep everything."""
+        self.stop()
+        await interaction.response.edit_message(content="Nothing was deleted.", view=None)
+
+
 def _privacy_commands(cog: Privacy) -> list[app_commands.Command[Any, ..., None]]:
     """The ``/stance`` subcommands, built per cog instance."""
 
     @app_commands.command(name="forget-me", description="Delete everything Stancebot stored about you, everywhere")
     async def forget_me(interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        report = await cog.bot.services.repo.forget_member(interaction.user.id)
-        await cog.delete_messages(report.review_messages)
-        log.info("Forgot a member: %d replies in %d guilds", report.replies, len(report.guild_ids))
-        await interaction.followup.send(
-            f"Done. I removed {report.replies} replies, {report.stances} stances and {report.declared} declared "
-            "stances of yours from every server, and the tallies no longer count you. The audit log keeps only "
-            "an anonymous count. Your messages on Discord itself are yours to delete.",
+        data = await cog.bot.services.repo.member_data(interaction.user.id)
+        replies, declared = len(data["replies"]), len(data["declared_stances"])
+        if not replies and not declared:
+            await interaction.response.send_message("I have no replies or stances of yours.", ephemeral=True)
+            return
+        await interaction.response.send_message(
+            f"This deletes your {replies} stored replies (and their stances) and {declared} declared stances from "
+            "every server, and cannot be undone. `/stance mydata` gets you a copy first.",
+            view=ConfirmForget(cog, interaction.user.id),
             ephemeral=True,
         )
 

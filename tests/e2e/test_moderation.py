@@ -483,9 +483,25 @@ async def test_forget_me_removes_the_member_from_tally_and_export(world: World) 
     data = json.loads(upload.files[0][1])
     assert mine.ephemeral and data["replies"][0]["text"] == UNFAIR and data["declared_stances"][0]["label"] == "unfair"
 
-    gone = await slash(world, maya, "stance", "forget-me")
-    assert gone.ephemeral and "removed 1 replies, 2 stances and 1 declared" in text_of(gone)
+    before = await tally_of(world)
+    asked = await slash(world, maya, "stance", "forget-me")  # asks first, deletes nothing yet
+    assert asked.ephemeral and "deletes your 1 stored replies" in text_of(asked) and asked.message is not None
+    buttons = {b["label"]: b["custom_id"] for row in asked.message["components"] for b in row["components"]}
+    assert set(buttons) == {"Delete everything", "Cancel"}
+    kept = await world.server.click(world.guild, world.channel.id, maya, int(asked.message["id"]), buttons["Cancel"])
+    assert kept.content == "Nothing was deleted." and await tally_of(world) == before != {"fair": 1}
+
+    asked = await slash(world, maya, "stance", "forget-me")
+    assert asked.message is not None
+    buttons = {b["label"]: b["custom_id"] for row in asked.message["components"] for b in row["components"]}
+    gone = await world.server.click(
+        world.guild, world.channel.id, maya, int(asked.message["id"]), buttons["Delete everything"]
+    )
+    assert "removed 1 replies, 2 stances and 1 declared" in gone.content
+    assert gone.message is not None and gone.message["components"] == []
     assert await tally_of(world) == {"fair": 1}
+    nothing = await slash(world, maya, "stance", "forget-me")
+    assert nothing.content == "I have no replies or stances of yours."
     assert [row["author_id"] for row in await _export(world)] == [str(kenji.id)]
     assert "Japan should pay" not in (await _export(world, "csv"))[0]["csv"]
 
