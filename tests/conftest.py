@@ -10,6 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -68,31 +69,33 @@ async def _drop_pg_database(url: str) -> None:
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
+@asynccontextmanager
+async def pg_database() -> AsyncIterator[str]:
+    """A throwaway database on the local PostgreSQL server (dropped afterwards); skipped on request only."""
+    if not WANT_PG:
+        pytest.skip("STANCEBOT_TEST_POSTGRES=0: PostgreSQL variant left out on request")
+    url = await _pg_database()
+    try:
+        yield url
+    finally:
+        await _drop_pg_database(url)
+
+
 @pytest.fixture(params=BACKENDS)
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """An empty database URL: a SQLite file, or a fresh database on the local PostgreSQL server."""
     if request.param == "sqlite":
         yield sqlite_url(tmp_path / "stancebot.db")
         return
-    if not WANT_PG:
-        pytest.skip("STANCEBOT_TEST_POSTGRES=0: PostgreSQL variant left out on request")
-    url = await _pg_database()
-    try:
+    async with pg_database() as url:
         yield url
-    finally:
-        await _drop_pg_database(url)
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh database on the local PostgreSQL server, for tests that need several processes on one database."""
-    if not WANT_PG:
-        pytest.skip("STANCEBOT_TEST_POSTGRES=0: PostgreSQL variant left out on request")
-    url = await _pg_database()
-    try:
+    async with pg_database() as url:
         yield url
-    finally:
-        await _drop_pg_database(url)
 
 
 @pytest.fixture
