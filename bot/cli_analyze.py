@@ -259,12 +259,12 @@ def _write_outputs(
 
 
 def _classifier_for(settings: Settings, prompt: Prompt) -> StanceClassifier:
-    from bot.core.encoder import SentenceEncoder
+    from bot.config import make_encoder
     from bot.core.stance import build_classifier
 
     return build_classifier(
         prompt,
-        SentenceEncoder(settings.model.name),
+        make_encoder(settings),
         build_dir=settings.path(settings.model.build_dir),
         threshold=settings.model.unclear_threshold,
         max_chars=settings.model.max_chars,

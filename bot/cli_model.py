@@ -177,10 +177,15 @@ def _make_split(prompt: Any, *, force: bool) -> None:
     help="A model folder, or 'similarity'; default: the prompt's trained model if built, else similarity.",
 )
 @click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnx"]),
+    default=None,
+    help="How the encoder runs: torch, or ONNX Runtime (exported once, cached); default: model.backend.",
+)
+@click.option(
     "--quantize/--no-quantize",
-    default=False,
-    show_default=True,
-    help="int8 dynamic quantization of the encoder (~1.5x faster; costs up to 0.03 macro-F1, see models/README.md).",
+    default=None,
+    help="int8 weights in the encoder (faster; accuracy cost in models/README.md); default: model.quantize.",
 )
 @click.option("--no-speed", is_flag=True, help="Skip the throughput measurement.")
 def evaluate(
@@ -188,13 +193,21 @@ def evaluate(
     prompt_id: str,
     data_file: Path | None,
     model_choice: str | None,
-    quantize: bool,
+    backend: str | None,
+    quantize: bool | None,
     no_speed: bool,
 ) -> None:
     """Print one JSON object: quality, calibration and speed of a stance model on labelled replies."""
     settings = _settings(config)
+    overrides: dict[str, Any] = {}
+    if backend is not None:
+        overrides["backend"] = backend
+    if quantize is not None:
+        overrides["quantize"] = quantize
+    if overrides:
+        settings = settings.model_copy(update={"model": settings.model.model_copy(update=overrides)})
+    from bot.config import make_encoder
     from bot.core import datasets, trained
-    from bot.core.encoder import SentenceEncoder
     from bot.core.evaluation import evaluate as run_evaluation
     from bot.core.prompts import PromptCatalog
     from bot.core.stance import GatedClassifier, SimilarityClassifier, StanceClassifier
@@ -209,9 +222,7 @@ def evaluate(
             data_name = str(data_file)
         if not examples:
             raise datasets.DataError(f"No labelled replies for prompt {prompt.id!r} in {data_name}.")
-        encoder = SentenceEncoder(settings.model.name)
-        if quantize:
-            trained.quantize(encoder)
+        encoder = make_encoder(settings)
         folder = Path(model_choice) if model_choice and model_choice != "similarity" else None
         if folder is None and model_choice is None:
             default = settings.path(settings.model.build_dir) / prompt.id
@@ -219,7 +230,7 @@ def evaluate(
         inner: StanceClassifier
         pipeline_source = str(encoder_source(settings.model.name))
         if folder is not None:
-            model = trained.load_if_present(folder, prompt, encoder, quantized=quantize)
+            model = trained.load_if_present(folder, prompt, encoder)
             if model is None:
                 raise datasets.DataError(f"{folder} holds no model for prompt {prompt.id!r} (see the log).")
             inner = model
@@ -228,7 +239,8 @@ def evaluate(
         else:
             inner = SimilarityClassifier(prompt, encoder, threshold=settings.model.unclear_threshold)
         gated = GatedClassifier(inner, max_chars=settings.model.max_chars)
-        result = {"prompt": prompt.id, "data": data_name, "quantized": quantize}
+        used = inner.encoder if isinstance(inner, trained.HeadClassifier) else encoder
+        result = {"prompt": prompt.id, "data": data_name, "backend": used.backend, "quantized": used.quantized}
         result.update(
             run_evaluation(
                 gated,

@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from bot import PROJECT_ROOT
 from bot.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bot.core.encoder import SentenceEncoder
 
 ENV_PREFIX = "STANCEBOT_"
 
@@ -73,6 +76,9 @@ class ModelSettings(_Section):
     max_wait_ms: int = Field(default=50, ge=0, le=5000)
     max_chars: int = Field(default=2000, ge=50, le=100_000)
     max_queue: int = Field(default=2000, ge=1, le=1_000_000)
+    backend: Literal["torch", "onnx"] = "onnx"
+    quantize: bool = False
+    onnx_cache_dir: str = "models/build/onnx"
     threads: int = Field(default=0, ge=0, le=256)
 
 
@@ -154,6 +160,19 @@ class Settings(_Section):
         """Resolve a configured path: absolute as is, relative to the project folder otherwise."""
         p = Path(value)
         return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def make_encoder(settings: Settings, model: str | None = None) -> SentenceEncoder:
+    """The sentence encoder as configured (``[model]`` name, backend, quantization, ONNX cache folder)."""
+    from bot.core.encoder import SentenceEncoder
+
+    return SentenceEncoder(
+        settings.model.name if model is None else model,
+        backend=settings.model.backend,
+        quantize=settings.model.quantize,
+        threads=settings.model.threads,
+        cache_dir=settings.path(settings.model.onnx_cache_dir),
+    )
 
 
 def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:

