@@ -34,6 +34,8 @@ from bot.storage.models import utcnow
 
 DIGEST_AT = time(9, 0)
 MEMBERS = 36
+#: Share of replies whose author also presses the stance button for what they meant.
+DECLARE_SHARE = 0.2
 
 
 class SimulatedClock:
@@ -154,7 +156,9 @@ async def run_days(
             console.print(f"[bold magenta]moderator[/] /digest schedule {prompt.id} #digests Monday 09:00 {kind}")
             console.print(f"[dim]{escape(_plain(answer.content))}[/]")
             thread_id = sandbox.threads[prompt.id]
+            post = await sandbox.runtime.services.repo.post_for_thread(thread_id)
             members = [sandbox.member(f"member{n:02d}") for n in range(MEMBERS)]
+            buttons: dict[int, str] = {}  # each member's declared stance
             for day in range(days):
                 date = first_day + timedelta(days=day)
                 count = rng.randint(*replies_per_day)
@@ -164,13 +168,26 @@ async def run_days(
                     for _ in range(count)
                 )
                 labels = dict.fromkeys(prompt.label_names, 0)
+                declared = 0
                 for when in times:
                     clock.now = when
                     line = _pick(rng, lines, mix)
-                    outcome = await _reply(sandbox, thread_id, rng.choice(members), line.text, snowflake(when))
+                    member = rng.choice(members)
+                    outcome = await _reply(sandbox, thread_id, member, line.text, snowflake(when))
                     if outcome is not None:
                         labels[outcome] += 1
+                    meant = line.label
+                    pressed = meant not in (None, UNCLEAR, buttons.get(member.id)) and rng.random() < DECLARE_SHARE
+                    if post is not None and meant is not None and pressed:
+                        # Some members also press the stance button for what they meant (see the digest's
+                        # "Declared with the buttons" line).
+                        custom_id = f"stancebot:declare:{meant}"  # pressing one's current choice again withdraws it
+                        channel_id = sandbox.channel.id
+                        await sandbox.server.click(sandbox.guild, channel_id, member, post.message_id, custom_id)
+                        buttons[member.id] = meant
+                        declared += 1
                 summary = ", ".join(f"{label} {n}" for label, n in labels.items() if n)
+                summary += f"; {declared} stance buttons pressed" if declared else ""
                 console.print(f"[cyan]{date:%a %d %b}[/] {count} replies: {summary}")
                 # The next morning, past the digest time: let the scheduler post whatever is due.
                 clock.now = datetime.combine(date + timedelta(days=1), time(9, 1), tzinfo=tz)
