@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pythonjsonlogger.json import JsonFormatter
 
 from bot.config import Settings, load_settings, read_token
 from bot.core.errors import StancebotError
@@ -21,14 +22,22 @@ T = TypeVar("T")
 DEFAULT_CONFIG = Path("config.toml")
 
 
-def setup_logging(level: str) -> None:
-    """Configure logging once: readable lines on stderr, discord.py's HTTP chatter at WARNING."""
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,
-    )
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """Configure logging once on stderr: readable lines (``text``) or one JSON object per line (``json``, for a log
+    collector: ``time``, ``level``, ``logger``, ``message`` and any ``extra`` fields); discord.py's HTTP chatter at
+    WARNING."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                timestamp=False,
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("discord.http", "discord.gateway", "discord.client", "aiohttp.access", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -57,7 +66,7 @@ def settings_from(config: Path | None) -> Settings:
     except StancebotError as exc:
         click.echo(f"stancebot: {exc}", err=True)
         sys.exit(2)
-    setup_logging(settings.general.log_level)
+    setup_logging(settings.general.log_level, settings.general.log_format)
     return settings
 
 

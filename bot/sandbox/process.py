@@ -248,7 +248,7 @@ async def _child(args: argparse.Namespace) -> int:
 
     phases = {"imports_s": time.monotonic() - began}
     settings = load_settings(None)
-    setup_logging(settings.general.log_level)
+    setup_logging(settings.general.log_level, settings.general.log_format)
     discord.http.Route.BASE = args.api
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(args.gateway)
     extra = tuple(ext for ext in args.extension if ext not in bot.app.EXTENSIONS)

@@ -85,3 +85,26 @@ def test_sandbox_with_an_unknown_prompt(tmp_path: Path) -> None:
     bad = tmp_path / "replies.jsonl"
     bad.write_text('{"prompt": "nope", "author": "a", "text": "hello"}\n', encoding="utf-8")
     _one_clear_line(stancebot("sandbox", "--replies", str(bad)), "Unknown prompt 'nope'")
+
+
+def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import logging
+
+    from bot.__main__ import setup_logging
+
+    try:
+        setup_logging("INFO", "json")
+        logging.getLogger("bot.test").warning("queue at %d", 7, extra={"queue_depth": 7})
+        logging.getLogger("bot.test").debug("not shown at INFO")
+    finally:
+        setup_logging("WARNING")
+    [line] = capsys.readouterr().err.strip().splitlines()
+    record = json.loads(line)
+    assert (record["level"], record["logger"], record["message"], record["queue_depth"]) == (
+        "WARNING",
+        "bot.test",
+        "queue at 7",
+        7,
+    )
+    assert record["time"][:2] == "20"  # an ISO date
