@@ -55,11 +55,11 @@ def _fail(exc: Exception) -> None:
 @click.option("--all", "all_prompts", is_flag=True, help="Train every prompt that has labelled data.")
 @click.option(
     "--variant",
-    type=click.Choice(["auto", "head", "finetune"]),
+    type=click.Choice(["auto", "head", "finetune", "setfit"]),
     default="auto",
     show_default=True,
     help="head: linear head on frozen embeddings (seconds); finetune: tune the encoder's top layers (minutes); "
-    "auto: both, keep the better on dev.",
+    "setfit: contrastive tuning on label pairs, then the head (minutes); auto: all three, keep the best on dev.",
 )
 @click.option(
     "--data",
@@ -234,7 +234,7 @@ def evaluate(
             if model is None:
                 raise datasets.DataError(f"{folder} holds no model for prompt {prompt.id!r} (see the log).")
             inner = model
-            if model.kind == "finetuned":
+            if model.kind in trained.OWN_ENCODER_KINDS:
                 pipeline_source = str(folder / trained.ENCODER_DIR)
         else:
             inner = SimilarityClassifier(prompt, encoder, threshold=settings.model.unclear_threshold)

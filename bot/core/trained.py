@@ -2,11 +2,12 @@
 
 A model folder (``models/build/<prompt>/``) holds:
 
-* ``model.json``: kind (``head`` or ``finetuned``), label map, threshold, temperature, metrics, data hash, version;
+* ``model.json``: kind (``head``, ``finetuned`` or ``setfit``), label map, threshold, temperature, metrics, data
+  hash, version;
 * ``head.npz``: the head's weights and bias;
-* ``encoder/`` (``finetuned`` only): the fine-tuned encoder and its tokenizer (``save_pretrained`` format).
+* ``encoder/`` (``finetuned`` and ``setfit``): the tuned encoder and its tokenizer (``save_pretrained`` format).
 
-A ``head`` model reads the bot's shared encoder; a ``finetuned`` model loads its own from ``encoder/``.
+A ``head`` model reads the bot's shared encoder; the other kinds load their own from ``encoder/``.
 :func:`load_if_present` returns a model only when its labels match the prompt's.
 """
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
 HEAD_FILE = "head.npz"
 ENCODER_DIR = "encoder"
+#: Kinds whose folder carries its own encoder in ``encoder/`` (fine-tuned, or contrastively tuned SetFit-style).
+OWN_ENCODER_KINDS = ("finetuned", "setfit")
 #: Bumped when the folder layout changes; older folders are ignored.
 FORMAT = 2
 
@@ -138,7 +141,7 @@ def load_if_present(
             return None
         kind = str(meta.get("kind", "head"))
         model_encoder = encoder
-        if kind == "finetuned":
+        if kind in OWN_ENCODER_KINDS:
             model_encoder = encoder.derive(str(folder / ENCODER_DIR), quantize=quantized)
         elif kind != "head":
             log.warning("Model in %s is of unknown kind %r; ignoring it", folder, kind)

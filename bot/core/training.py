@@ -1,4 +1,4 @@
-"""Training recipe for a prompt's stance model: a linear head on frozen embeddings, or a fine-tuned encoder.
+"""Training recipe for a prompt's stance model: a linear head on frozen or tuned embeddings, or a fine-tuned encoder.
 
 ``train_prompt`` fits on the committed train split (plus any extra labelled replies), chooses everything it
 chooses on the dev split (regularisation, epochs, temperature, the ``unclear`` threshold) and never reads test.
@@ -7,7 +7,10 @@ chooses on the dev split (regularisation, epochs, temperature, the ``unclear`` t
   Seconds.
 * ``finetune``: the top layers of the encoder and a linear head trained end to end with class-weighted cross
   entropy (lower layers frozen and their output cached, so an epoch costs a fraction of a full pass). Minutes.
-* ``auto``: both, keeps the one with the better dev macro-F1 (the head on a tie: it shares the bot's encoder).
+* ``setfit``: SetFit-style. The encoder is first tuned contrastively (replies with the same label pulled
+  together, different labels pushed apart: cosine-similarity loss over all pairs in each batch), then the ``head``
+  recipe runs on the tuned embeddings. Minutes.
+* ``auto``: all three, keeps the one with the best dev macro-F1 (the head on a tie: it shares the bot's encoder).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,9 +46,12 @@ from bot.core.stance import prompt_fingerprint, softmax, unsupported_language
 from bot.core.text import has_words, normalise_reply
 from bot.core.trained import ENCODER_DIR, HeadClassifier
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
-VARIANTS = ("head", "finetune", "auto")
+VARIANTS = ("head", "finetune", "setfit", "auto")
 #: Precision the non-``unclear`` labels should reach on dev; the threshold is chosen for it.
 PRECISION_TARGET = 0.9
 #: ...while still giving a stance to at least this share of the replies that have one (else: best macro-F1).
@@ -67,6 +73,11 @@ class TrainConfig:
     ft_head_lr: float = 2e-3
     ft_batch: int = 16
     ft_max_length: int = 128
+    sf_layers: int = 6
+    sf_epochs: int = 8
+    sf_lr: float = 1e-4
+    sf_batch: int = 32
+    sf_label_texts: bool = False
     precision_target: float = PRECISION_TARGET
 
 
@@ -254,6 +265,7 @@ def train_head(
     dev: Sequence[Example],
     cfg: TrainConfig,
     progress: ProgressFn | None = None,
+    stage: str = "head",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Fit the head variant; returns ``(weights, bias, info)`` with C, temperature and threshold chosen on dev."""
     x_train = encoder.encode([ex.text for ex in train])
@@ -270,12 +282,100 @@ def train_head(
         if best is None or f1 > best[0] + 1e-9:
             best = (f1, c, w, b)
         if progress:
-            progress("head: choosing C on dev", i + 1, len(cfg.c_grid))
+            progress(f"{stage}: choosing C on dev", i + 1, len(cfg.c_grid))
     assert best is not None
     _, c, w, b = best
     info = {"c": c, "dev_macro_f1_by_c": scores}
     info.update(_calibrate(x_dev @ w.T + b, y_dev, names.index(UNCLEAR), blocked, cfg))
     return w, b, info
+
+
+class _TunableEncoder:
+    """The base encoder with its top ``layers`` layers trainable and the output of the lower ones cached per text.
+
+    Shared by the fine-tune and the contrastive (SetFit-style) step: the frozen lower layers run once per text,
+    each training step runs only the top layers.
+    """
+
+    def __init__(self, base: str, layers: int, max_length: int) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        from bot.core.encoder import resolve_model
+
+        source, _ = resolve_model(base)
+        self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        self.model = AutoModel.from_pretrained(source, local_files_only=True)
+        self.model.eval()
+        self.k = max(0, len(self.model.encoder.layer) - layers)
+        self.dim = int(self.model.config.hidden_size)
+        self.max_length = max_length
+        self.top = self.model.encoder.layer[self.k :]
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        for param in self.top.parameters():
+            param.requires_grad_(True)
+
+    def lower(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """The (unpadded) hidden states entering the trainable layers, one tensor per text."""
+        import torch
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        cache: dict[int, torch.Tensor] = {}
+        with torch.inference_mode():
+            for start in range(0, len(order), 32):
+                idx = order[start : start + 32]
+                batch = self.tokenizer(
+                    [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
+                    return_tensors="pt",
+                )  # fmt: skip
+                hidden = self.model(**batch, output_hidden_states=True).hidden_states[self.k]
+                for row, (j, n) in enumerate(zip(idx, batch["attention_mask"].sum(1).tolist(), strict=True)):
+                    cache[j] = hidden[row, :n].clone()
+        return [cache[i] for i in range(len(texts))]
+
+    def embed(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Run the trainable layers on cached states; mean-pooled, unit-length embeddings."""
+        import torch
+        from transformers.masking_utils import create_bidirectional_mask
+
+        length = max(s.shape[0] for s in states)
+        x = torch.zeros(len(states), length, self.dim)
+        mask = torch.zeros(len(states), length, dtype=torch.long)
+        for i, s in enumerate(states):
+            x[i, : s.shape[0]] = s
+            mask[i, : s.shape[0]] = 1
+        attn = create_bidirectional_mask(config=self.model.config, inputs_embeds=x, attention_mask=mask)
+        for layer in self.top:
+            x = layer(x, attn)
+        m = mask.unsqueeze(-1).to(x.dtype)
+        pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def embed_all(self, states: Sequence[torch.Tensor]) -> np.ndarray:
+        """Embeddings of many cached texts in eval mode, as a numpy array."""
+        import torch
+
+        self.top.eval()
+        with torch.inference_mode():
+            parts = [self.embed(states[i : i + 64]) for i in range(0, len(states), 64)]
+        self.top.train()
+        return np.asarray(torch.cat(parts).numpy())
+
+    def save(self, target: Path) -> None:
+        """Write the whole encoder and its tokenizer to ``target`` (``save_pretrained`` format)."""
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        if target.exists():
+            shutil.rmtree(target)
+        self.model.save_pretrained(target)
+        self.tokenizer.save_pretrained(target)
+
+
+def _length_batches(lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Batches of similar length (little padding), in random order; the noise varies them between epochs."""
+    order = np.argsort(lengths + rng.uniform(0, 4, len(lengths)), kind="stable")
+    batches = [order[i : i + size].tolist() for i in range(0, len(order), size)]
+    return [batches[int(b)] for b in rng.permutation(len(batches))]
 
 
 def train_finetuned(
@@ -288,73 +388,28 @@ def train_finetuned(
     base: str = "",
     init: tuple[np.ndarray, np.ndarray] | None = None,
     progress: ProgressFn | None = None,
+    stage: str = "fine-tune",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Fine-tune the top ``cfg.ft_layers`` encoder layers and a head; saves the encoder to ``folder/encoder``.
 
     The lower layers are frozen and their output computed once; each epoch then runs only the top layers. The
-    epoch with the best dev macro-F1 is kept. Returns ``(weights, bias, info)``.
+    epoch with the best dev macro-F1 is kept. ``base`` is the encoder to start from (a folder; empty: the
+    packaged one). Returns ``(weights, bias, info)``.
     """
     import torch
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.masking_utils import create_bidirectional_mask
-
-    from bot.core.encoder import resolve_model
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    source, _ = resolve_model(base)
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-    model = AutoModel.from_pretrained(source, local_files_only=True)
-    model.eval()
-    n_layers = len(model.encoder.layer)
-    k = max(0, n_layers - cfg.ft_layers)
-    dim = int(model.config.hidden_size)
-
-    def lower(texts: Sequence[str]) -> list[torch.Tensor]:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        cache: dict[int, torch.Tensor] = {}
-        with torch.inference_mode():
-            for start in range(0, len(order), 32):
-                idx = order[start : start + 32]
-                batch = tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=cfg.ft_max_length,
-                    return_tensors="pt",
-                )
-                hidden = model(**batch, output_hidden_states=True).hidden_states[k]
-                for row, (j, n) in enumerate(zip(idx, batch["attention_mask"].sum(1).tolist(), strict=True)):
-                    cache[j] = hidden[row, :n].clone()
-        return [cache[i] for i in range(len(texts))]
-
-    top = model.encoder.layer[k:]
-    for param in model.parameters():
-        param.requires_grad_(False)
-    for param in top.parameters():
-        param.requires_grad_(True)
-    head = torch.nn.Linear(dim, len(names))
+    enc = _TunableEncoder(base, cfg.ft_layers, cfg.ft_max_length)
+    top = enc.top
+    head = torch.nn.Linear(enc.dim, len(names))
     if init is not None:
         with torch.no_grad():
             head.weight.copy_(torch.from_numpy(init[0]))
             head.bias.copy_(torch.from_numpy(np.clip(init[1], -50, 50)))
 
-    def embed(states: Sequence[torch.Tensor]) -> torch.Tensor:
-        length = max(s.shape[0] for s in states)
-        x = torch.zeros(len(states), length, dim)
-        mask = torch.zeros(len(states), length, dtype=torch.long)
-        for i, s in enumerate(states):
-            x[i, : s.shape[0]] = s
-            mask[i, : s.shape[0]] = 1
-        attn = create_bidirectional_mask(config=model.config, inputs_embeds=x, attention_mask=mask)
-        for layer in top:
-            x = layer(x, attn)
-        m = mask.unsqueeze(-1).to(x.dtype)
-        pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1)
-
-    train_states = lower([ex.text for ex in train])
-    dev_states = lower([ex.text for ex in dev])
+    train_states = enc.lower([ex.text for ex in train])
+    dev_states = enc.lower([ex.text for ex in dev])
     y = torch.from_numpy(_labels_of(train, names))
     y_dev = _labels_of(dev, names)
     blocked = gate_blocked([ex.text for ex in dev])
@@ -371,11 +426,8 @@ def train_finetuned(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / total))
 
     def dev_logits() -> np.ndarray:
-        top.eval()
         with torch.inference_mode():
-            parts = [head(embed(dev_states[i : i + 64])) for i in range(0, len(dev_states), 64)]
-        top.train()
-        return torch.cat(parts).numpy()
+            return np.asarray(head(torch.from_numpy(enc.embed_all(dev_states))).numpy())
 
     best_f1, best_epoch = -1.0, 0
     best_state: dict[str, Any] = {}
@@ -384,12 +436,8 @@ def train_finetuned(
     top.train()
     lengths = np.array([s.shape[0] for s in train_states], dtype=np.float64)
     for epoch in range(cfg.ft_epochs):
-        # batches of similar length (little padding), in random order; the noise varies them between epochs
-        order = np.argsort(lengths + rng.uniform(0, 4, len(lengths)), kind="stable")
-        batches = [order[i : i + cfg.ft_batch].tolist() for i in range(0, len(order), cfg.ft_batch)]
-        for b_i in rng.permutation(len(batches)):
-            idx = batches[int(b_i)]
-            logits = head(embed([train_states[i] for i in idx]))
+        for idx in _length_batches(lengths, cfg.ft_batch, rng):
+            logits = head(enc.embed([train_states[i] for i in idx]))
             loss = torch.nn.functional.cross_entropy(logits, y[idx], weight=weight)
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
@@ -397,7 +445,7 @@ def train_finetuned(
             sched.step()
             step += 1
             if progress:
-                progress(f"fine-tune: epoch {epoch + 1}/{cfg.ft_epochs}", step, total)
+                progress(f"{stage}: epoch {epoch + 1}/{cfg.ft_epochs}", step, total)
         pred = apply_threshold(dev_logits(), 0.0, unclear, blocked)
         f1 = macro_f1(y_dev.tolist(), pred.tolist(), len(names))
         history.append(round(f1, 4))
@@ -406,13 +454,8 @@ def train_finetuned(
             best_state = {"top": copy.deepcopy(top.state_dict()), "head": copy.deepcopy(head.state_dict())}
     top.load_state_dict(best_state["top"])
     head.load_state_dict(best_state["head"])
-    for param in model.parameters():
-        param.requires_grad_(False)
     target = folder / ENCODER_DIR
-    if target.exists():
-        shutil.rmtree(target)
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    enc.save(target)
     w = head.weight.detach().numpy().astype(np.float32)
     b = head.bias.detach().numpy().astype(np.float32)
     info: dict[str, Any] = {
@@ -426,6 +469,110 @@ def train_finetuned(
     tuned = SentenceEncoder(str(target))
     x_dev = tuned.encode([ex.text for ex in dev])
     info.update(_calibrate(x_dev @ w.T + b, y_dev, unclear, blocked, cfg))
+    return w, b, info
+
+
+def contrastive_loss(emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SetFit's cosine-similarity loss over every pair in a batch of unit embeddings.
+
+    Squared error between each pair's cosine and its target (1 for the same label, 0 for different labels); the
+    same-label and different-label pairs weigh half each, however many of each the batch holds.
+    """
+    import torch
+
+    sim = emb @ emb.T
+    same = (y[:, None] == y[None, :]).to(emb.dtype)
+    off = 1.0 - torch.eye(len(y), dtype=emb.dtype)
+    pos, neg = same * off, (1.0 - same) * off
+    pos_loss = ((sim - 1.0) ** 2 * pos).sum() / pos.sum().clamp(min=1.0)
+    neg_loss = (sim**2 * neg).sum() / neg.sum().clamp(min=1.0)
+    return 0.5 * (pos_loss + neg_loss)
+
+
+def train_setfit(
+    encoder: SentenceEncoder,
+    names: Sequence[str],
+    train: Sequence[Example],
+    dev: Sequence[Example],
+    cfg: TrainConfig,
+    folder: Path,
+    *,
+    extra: Sequence[Example] = (),
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """SetFit-style: contrastive tuning of the encoder on label pairs, then the logistic head on its embeddings.
+
+    The top ``cfg.sf_layers`` layers are trained so that replies with the same label embed close together and
+    replies with different labels apart (:func:`contrastive_loss` over all pairs in each batch). After each epoch
+    a logistic head (C=1) is fitted on the train embeddings and scored on dev; the best epoch's encoder is saved
+    to ``folder/encoder``, and the head is then fitted on it like the ``head`` variant (C, temperature and the
+    ``unclear`` threshold chosen on dev). ``encoder`` is only used for its name. Returns ``(weights, bias, info)``.
+    """
+    import torch
+
+    del encoder  # the contrastive step starts from the packaged base encoder, as the fine-tune does
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    enc = _TunableEncoder("", cfg.sf_layers, cfg.ft_max_length)
+    texts = [ex.text for ex in train]
+    labels = _labels_of(train, names)
+    if extra:  # e.g. the prompt's label descriptions and examples, as extra pair members
+        texts += [ex.text for ex in extra]
+        labels = np.concatenate([labels, _labels_of(extra, names)])
+    train_states = enc.lower(texts)
+    fit_states = train_states[: len(train)]
+    dev_states = enc.lower([ex.text for ex in dev])
+    y = torch.from_numpy(labels)
+    y_train, y_dev = labels[: len(train)], _labels_of(dev, names)
+    blocked = gate_blocked([ex.text for ex in dev])
+    unclear = names.index(UNCLEAR)
+    opt = torch.optim.AdamW(enc.top.parameters(), lr=cfg.sf_lr, weight_decay=0.01)
+    per_epoch = (len(texts) + cfg.sf_batch - 1) // cfg.sf_batch
+    total = cfg.sf_epochs * per_epoch
+    warmup = max(1, total // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / total))
+
+    def dev_score() -> float:
+        w, b = fit_logistic(enc.embed_all(fit_states), y_train, len(names), c=1.0, seed=cfg.seed)
+        pred = apply_threshold(enc.embed_all(dev_states) @ w.T + b, 0.0, unclear, blocked)
+        return macro_f1(y_dev.tolist(), pred.tolist(), len(names))
+
+    best_f1, best_epoch = dev_score(), 0
+    best_state = copy.deepcopy(enc.top.state_dict())
+    lengths = np.array([s.shape[0] for s in train_states], dtype=np.float64)
+    history = [round(best_f1, 4)]
+    step = 0
+    enc.top.train()
+    for epoch in range(cfg.sf_epochs):
+        # batches of similar length still mix labels, so each holds both kinds of pairs
+        for idx in _length_batches(lengths, cfg.sf_batch, rng):
+            loss = contrastive_loss(enc.embed([train_states[i] for i in idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            sched.step()
+            step += 1
+            if progress:
+                progress(f"setfit: contrastive epoch {epoch + 1}/{cfg.sf_epochs}", step, total)
+        f1 = dev_score()
+        history.append(round(f1, 4))
+        if f1 > best_f1 + 1e-9:
+            best_f1, best_epoch = f1, epoch + 1
+            best_state = copy.deepcopy(enc.top.state_dict())
+    enc.top.load_state_dict(best_state)
+    target = folder / ENCODER_DIR
+    enc.save(target)
+    info: dict[str, Any] = {
+        "layers_tuned": cfg.sf_layers,
+        "contrastive_epochs": cfg.sf_epochs,
+        "best_epoch": best_epoch,
+        "dev_macro_f1_by_epoch": history,
+        "lr": cfg.sf_lr,
+        "extra_pair_texts": len(extra),
+    }
+    # the head on what the saved encoder really computes (also proves the folder loads)
+    w, b, head_info = train_head(SentenceEncoder(str(target)), names, train, dev, cfg, progress, "setfit head")
+    info.update(head_info)
     return w, b, info
 
 
@@ -462,8 +609,8 @@ def train_prompt(
     """Train a stance model for ``prompt`` and write it to ``out_dir``; returns its ``model.json`` metadata.
 
     ``data`` replaces the committed train split (``None``: use it); ``extra_files`` are JSONL files of labelled
-    replies added to it. ``variant`` is ``head`` (seconds), ``finetune`` (minutes) or ``auto`` (both, keeps the
-    better on dev). Everything is chosen on dev; test is never read.
+    replies added to it. ``variant`` is ``head`` (seconds), ``finetune`` or ``setfit`` (minutes), or ``auto`` (all
+    three, keeps the best on dev). Everything is chosen on dev; test is never read.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
@@ -486,19 +633,33 @@ def train_prompt(
         w, b, info = train_head(encoder, names, train, dev, cfg, update)
         timings = {"head_seconds": round(time.perf_counter() - t0, 1)}
         kind, candidates = "head", {"head": info["dev_macro_f1"]}
+        # each candidate trains in its own folder; the winner's encoder moves to ``tmp/encoder``
+        tuned: dict[str, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}
         if variant in ("finetune", "auto"):
             t0 = time.perf_counter()
-            fw, fb, finfo = train_finetuned(names, train, dev, cfg, tmp, init=(w, b), progress=update)
+            tuned["finetuned"] = train_finetuned(
+                names, train, dev, cfg, tmp / "finetuned", init=(w, b), progress=update
+            )
             timings["finetune_seconds"] = round(time.perf_counter() - t0, 1)
-            candidates["finetuned"] = finfo["dev_macro_f1"]
-            if variant == "finetune" or finfo["dev_macro_f1"] > info["dev_macro_f1"] + 1e-9:
-                kind, w, b, info = "finetuned", fw, fb, finfo
-            else:
-                shutil.rmtree(tmp / ENCODER_DIR, ignore_errors=True)
+        if variant in ("setfit", "auto"):
+            t0 = time.perf_counter()
+            extra = fewshot_examples(prompt) if cfg.sf_label_texts else ()
+            tuned["setfit"] = train_setfit(
+                encoder, names, train, dev, cfg, tmp / "setfit", extra=extra, progress=update
+            )
+            timings["setfit_seconds"] = round(time.perf_counter() - t0, 1)
+        candidates.update({name: result[2]["dev_macro_f1"] for name, result in tuned.items()})
+        if tuned:
+            best = max(tuned, key=lambda name: tuned[name][2]["dev_macro_f1"])
+            if variant != "auto" or tuned[best][2]["dev_macro_f1"] > info["dev_macro_f1"] + 1e-9:
+                kind, (w, b, info) = best, tuned[best]
+                (tmp / kind / ENCODER_DIR).rename(tmp / ENCODER_DIR)
+            for name in tuned:
+                shutil.rmtree(tmp / name, ignore_errors=True)
     finally:
         stop()
     train_hash = data_hash([*train, *dev])
-    encoder_name = encoder.name if kind == "head" else f"{encoder.name}-ft"
+    encoder_name = {"head": encoder.name, "setfit": f"{encoder.name}-st"}.get(kind, f"{encoder.name}-ft")
     version = f"{kind}:{encoder_name}:{train_hash[:8]}:{prompt_fingerprint(prompt)}"
     meta: dict[str, Any] = {
         "prompt": prompt.id,

@@ -136,6 +136,32 @@ def test_finetuned_variant_saves_and_loads_its_own_encoder(
     assert result.label in prompt.label_names
 
 
+def test_setfit_variant_tunes_saves_and_loads_its_own_encoder(
+    tmp_path: Path, encoder: SentenceEncoder, catalog: PromptCatalog
+) -> None:
+    prompt = catalog.get("defense")
+    train = datasets.load_split(prompt, "train")
+    slice_ = [ex for label in prompt.label_names for ex in [e for e in train if e.label == label][:20]]
+    cfg = TrainConfig(sf_layers=2, sf_epochs=2, sf_lr=1e-4, c_grid=(1.0,), sf_label_texts=True)
+    meta = train_prompt(prompt, tmp_path / "defense", encoder=encoder, data=slice_, variant="setfit", config=cfg)
+    assert meta["kind"] == "setfit" and (tmp_path / "defense" / "encoder" / "config.json").is_file()
+    assert not (tmp_path / "defense" / "setfit").exists()
+    assert len(meta["dev"]["dev_macro_f1_by_epoch"]) == 3 and meta["dev"]["extra_pair_texts"] == 15
+    model = load_if_present(tmp_path / "defense", prompt, encoder)
+    assert model is not None and model.kind == "setfit" and model.version.startswith("setfit:all-MiniLM-L6-v2-st:")
+    assert model.encoder is not encoder
+    texts = ["Japan should build more missiles.", "Japan and India should sign a defense pact.", "who wrote this?"]
+    assert {r.label for r in model.classify(texts)} <= set(prompt.label_names)
+    if meta["dev"]["best_epoch"]:  # the contrastive step moved the embeddings
+        assert float((model.encoder.encode(texts) * encoder.encode(texts)).sum(1).min()) < 0.9999
+    held_out = datasets.load_split(prompt, "dev")
+    scores = {}
+    for name, inner in (("setfit", model), ("similarity", SimilarityClassifier(prompt, encoder))):
+        report = evaluate(GatedClassifier(inner), held_out, prompt.label_names, speed=False)
+        scores[name] = report["without_threshold"]["macro_f1"]
+    assert scores["setfit"] >= scores["similarity"] + 0.05, scores
+
+
 def test_evaluate_json_has_the_promised_keys(tmp_path: Path, catalog: PromptCatalog) -> None:
     data = tmp_path / "mine.jsonl"
     rows = datasets.load_split(catalog.get("alliance"), "test")[:12]
