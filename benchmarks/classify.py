@@ -6,8 +6,9 @@
 Samples ``--n`` replies with replacement from ``models/data/<prompt>.jsonl`` (fixed seed) and prints one JSON
 object: replies/s of the gated classifier fed in batches of 32 (as the bot's service does), for each encoder
 backend (torch, ONNX Runtime) in float32 and int8, and of a ``transformers`` feature-extraction pipeline called once
-per reply, with the ratios (``ratio_<backend>_<precision>``) and the load average before and after (the machine may
-be shared: ratios are only comparable at similar load).
+per reply, with the ratios (``ratio_<backend>_<precision>``) and the load average before and after. The variants and
+the pipeline are timed in interleaved rounds (``--rounds``) over the same texts, so a machine shared with other jobs
+slows them alike and the ratios stay comparable.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -27,18 +29,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bot import PROJECT_ROOT
 from bot.core import datasets, trained
 from bot.core.encoder import BACKENDS, SentenceEncoder
-from bot.core.evaluation import pipeline_speed
 from bot.core.prompts import PromptCatalog
 from bot.core.stance import GatedClassifier, SimilarityClassifier, StanceClassifier
 
 
-def batched_speed(model: GatedClassifier, texts: list[str], batch_size: int) -> float:
-    """Replies/s when ``texts`` arrive in batches of ``batch_size``, in order."""
-    model.classify(texts[:batch_size])
+def batched_seconds(model: GatedClassifier, texts: list[str], batch_size: int) -> float:
+    """Seconds to classify ``texts`` arriving in batches of ``batch_size``, in order."""
     start = time.perf_counter()
     for i in range(0, len(texts), batch_size):
         model.classify(texts[i : i + batch_size])
-    return len(texts) / (time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def pipeline_seconds(pipe: Any, texts: list[str]) -> float:
+    """Seconds for a ``transformers`` feature-extraction pipeline called once per text."""
+    start = time.perf_counter()
+    for text in texts:
+        pipe(text, truncation=True, max_length=256)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -51,6 +59,7 @@ def main() -> None:
     parser.add_argument("--pipeline-n", type=int, default=None, help="replies timed through the pipeline (default n)")
     parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all", help="encoder backend(s) to time")
     parser.add_argument("--quantize", choices=["no", "yes", "both"], default="both", help="fp32, int8 or both")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds (load hits all variants)")
     args = parser.parse_args()
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     precisions = {"no": (False,), "yes": (True,), "both": (False, True)}[args.quantize]
@@ -67,7 +76,7 @@ def main() -> None:
         "cpu_threads": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
     }
-    speeds: dict[str, float] = {}
+    models: dict[str, GatedClassifier] = {}
     for backend in backends:
         for quantized in precisions:
             encoder = SentenceEncoder(backend=backend, quantize=quantized)
@@ -76,18 +85,32 @@ def main() -> None:
                 inner = SimilarityClassifier(prompt, encoder)
             model = GatedClassifier(inner)
             report["model"] = model.version
-            key = f"{encoder.backend}_{'int8' if quantized else 'fp32'}"
-            speeds[key] = batched_speed(model, texts, args.batch_size)
-            report[f"batched_{key}_replies_per_s"] = round(speeds[key], 1)
-            print(f"batched {key}: {speeds[key]:.1f} replies/s", file=sys.stderr)
-            del model, inner, encoder
+            models[f"{encoder.backend}_{'int8' if quantized else 'fp32'}"] = model
+    from transformers import pipeline
+
     source = str(folder / trained.ENCODER_DIR) if (folder / trained.ENCODER_DIR).is_dir() else encoder_source()
-    sample = texts[: args.pipeline_n or len(texts)]
-    single = pipeline_speed(source, sample)
+    pipe = pipeline("feature-extraction", model=source, tokenizer=source, device="cpu")
+    pipe_texts = texts[: args.pipeline_n or len(texts)]
+    for model in models.values():  # warm up
+        model.classify(texts[: args.batch_size])
+    pipe(texts[0])
+    # interleaved rounds: every variant and the pipeline see the same share of whatever else loads the machine
+    seconds = dict.fromkeys(models, 0.0)
+    pipe_seconds = 0.0
+    for r in range(args.rounds):
+        chunk = texts[r * len(texts) // args.rounds : (r + 1) * len(texts) // args.rounds]
+        for key, model in models.items():
+            seconds[key] += batched_seconds(model, chunk, args.batch_size)
+        pipe_chunk = pipe_texts[r * len(pipe_texts) // args.rounds : (r + 1) * len(pipe_texts) // args.rounds]
+        pipe_seconds += pipeline_seconds(pipe, pipe_chunk)
+    single = len(pipe_texts) / pipe_seconds
+    for key, secs in seconds.items():
+        report[f"batched_{key}_replies_per_s"] = round(len(texts) / secs, 1)
+        print(f"batched {key}: {len(texts) / secs:.1f} replies/s", file=sys.stderr)
     report["pipeline_replies_per_s"] = round(single, 1)
     print(f"pipeline: {single:.1f} replies/s", file=sys.stderr)
-    for key, speed in speeds.items():
-        report[f"ratio_{key}"] = round(speed / single, 2)
+    for key, secs in seconds.items():
+        report[f"ratio_{key}"] = round(len(texts) / secs / single, 2)
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2))
 
