@@ -77,7 +77,7 @@ class TrainConfig:
     sf_epochs: int = 8
     sf_lr: float = 1e-4
     sf_batch: int = 32
-    sf_label_texts: bool = False
+    sf_label_texts: bool = True
     precision_target: float = PRECISION_TARGET
 
 
