@@ -188,7 +188,13 @@ class Stancebot(commands.AutoShardedBot):
             return
         log.error("Text command failed", exc_info=exception)
 
+    async def _async_setup_hook(self) -> None:
+        await super()._async_setup_hook()
+        self._login_started = True
+
     async def close(self) -> None:
-        """Stop the stance worker, then disconnect."""
+        """Stop the stance worker, then disconnect (a client that never logged in has nothing to disconnect:
+        discord.py's ``AutoShardedClient.close`` fails before ``login``)."""
         await self.services.stance.close()
-        await super().close()
+        if getattr(self, "_login_started", False):
+            await super().close()

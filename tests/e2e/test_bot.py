@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from bot.core.encoder import SentenceEncoder
+from bot.runtime import build_runtime
 from bot.storage.repository import Repository
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, e2e_settings
 
 ACCEPTANCE_REPLIES = [
     ("maya", "Japan should pay way more, we protect them for free", "unfair"),
@@ -145,3 +148,12 @@ async def test_huge_and_emoji_only_replies_are_unclear_and_kept(world: World) ->
     stored = await _repo(world).pending_replies()
     assert stored == []  # both classified, none left pending
     assert await _repo(world).count_replies() == 2
+
+
+async def test_a_bot_that_never_connected_closes_cleanly(
+    db_url: str, build_dir: Path, encoder: SentenceEncoder
+) -> None:
+    """E.g. ``stancebot run`` stopped before login: discord.py's AutoShardedClient.close() fails there on its own."""
+    runtime = await build_runtime(e2e_settings(db_url, build_dir), encoder=encoder)
+    await runtime.aclose()
+    assert not runtime.bot.is_ready()
