@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -46,6 +47,27 @@ def resolve_model(name: str) -> tuple[str, str]:
     return name, name.rsplit("/", 1)[-1]
 
 
+def plain_tokenizer(folder: Path, max_length: int) -> Any | None:
+    """The folder's ``tokenizer.json`` in the ``tokenizers`` library, padding and truncating as the ``transformers``
+    fast tokenizer does (same ids); ``None`` when the folder has no such file or no padding token."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    pad = config.get("pad_token") or "[PAD]"
+    pad = pad.get("content", "[PAD]") if isinstance(pad, dict) else str(pad)
+    tokenizer = Tokenizer.from_file(str(path))
+    pad_id = tokenizer.token_to_id(pad)
+    if pad_id is None:
+        return None
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad)
+    return tokenizer
+
+
 class SentenceEncoder:
     """Encodes texts into unit vectors. Thread-safe; inference only, CPU.
 
@@ -66,12 +88,13 @@ class SentenceEncoder:
         threads: int = 0,
         cache_dir: Path | None = None,
     ) -> None:
-        from transformers import AutoTokenizer
-
         self.source, self.name = resolve_model(model)
         self._offline = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(self.source).exists()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=self._offline)
         self.max_length = max_length
+        #: ``transformers`` tokenizer (torch path); the ONNX path uses :attr:`_plain` when the folder allows, so a bot
+        #: on ONNX Runtime never imports transformers or torch (about 250 MB less memory, a second less start-up).
+        self.tokenizer: Any = None
+        self._plain: Any = plain_tokenizer(Path(self.source), max_length) if backend == "onnx" else None
         self.threads = threads
         self.cache_dir = cache_dir or default_onnx_cache()
         self.requested_backend: Backend = backend
@@ -89,9 +112,17 @@ class SentenceEncoder:
         precision = "int8" if self.quantized else "fp32"
         log.info("Loaded encoder %s from %s (%s, %s)", self.name, self.source, self.backend, precision)
 
+    def _load_tokenizer(self) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=self._offline)
+
     def _start_torch(self) -> None:
         from transformers import AutoModel
 
+        self._plain = None
+        if self.tokenizer is None:
+            self._load_tokenizer()
         self.model = AutoModel.from_pretrained(self.source, local_files_only=self._offline)
         self.model.eval()
         self.dim = int(self.model.config.hidden_size)
@@ -103,6 +134,8 @@ class SentenceEncoder:
 
             path = ensure_exported(Path(self.source), self.cache_dir, quantized=quantized)
             self._session = self._open_session(path)
+            if self._plain is None:
+                self._load_tokenizer()
         except Exception as exc:  # any failure: the torch path still works
             log.warning("ONNX backend unavailable for %s (%s); using torch", self.name, exc)
             return False
@@ -117,6 +150,7 @@ class SentenceEncoder:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads or os.cpu_count() or 1
         opts.inter_op_num_threads = 1
+        opts.enable_cpu_mem_arena = False  # the arena keeps every batch shape's peak; without it RSS stays lower
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # no busy-waiting between ops: on a shared 2-core machine spinning threads steal the event loop's CPU
@@ -171,13 +205,20 @@ class SentenceEncoder:
     def _embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
         """One batch through the model (caller holds the lock)."""
         if self._session is not None:
-            batch = self.tokenizer(
-                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
-            )
-            feed = {
-                "input_ids": batch["input_ids"].astype(np.int64, copy=False),
-                "attention_mask": batch["attention_mask"].astype(np.int64, copy=False),
-            }
+            if self._plain is not None:
+                encodings = self._plain.encode_batch(texts)
+                feed = {
+                    "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                    "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                }
+            else:
+                batch = self.tokenizer(
+                    texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+                )
+                feed = {
+                    "input_ids": batch["input_ids"].astype(np.int64, copy=False),
+                    "attention_mask": batch["attention_mask"].astype(np.int64, copy=False),
+                }
             return np.asarray(self._session.run(None, feed)[0], dtype=np.float32)
         import torch
 
