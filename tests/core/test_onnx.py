@@ -140,3 +140,24 @@ def test_evaluate_cli_with_onnx_backend(
     assert report["backend"] == "onnx" and report["quantized"] is True
     assert set(report["per_label"]) == set(prompt.label_names)
     assert report["confusion"]["labels"] == list(prompt.label_names) and report["n"] == 10
+
+
+def test_an_exported_encoder_runs_without_torch_or_transformers(onnx_fp32: SentenceEncoder) -> None:
+    """The bot on ONNX Runtime never imports torch or transformers (about 250 MB of memory and a second of start-up),
+    and its tokenizer gives the same vectors as the ``transformers`` one."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from bot.core.encoder import SentenceEncoder\n"
+        f"enc = SentenceEncoder(backend='onnx', cache_dir=Path({str(onnx_fp32.cache_dir)!r}))\n"
+        f"vectors = enc.encode({TEXTS!r})\n"
+        "print(json.dumps({'backend': enc.backend, 'torch': 'torch' in sys.modules,\n"
+        "                  'transformers': 'transformers' in sys.modules, 'vectors': vectors.tolist()}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (found["backend"], found["torch"], found["transformers"]) == ("onnx", False, False)
+    assert np.allclose(np.array(found["vectors"]), onnx_fp32.encode(TEXTS), atol=1e-5)
