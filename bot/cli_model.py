@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,12 @@ def _fail(exc: Exception) -> None:
 @click.option("--all", "all_prompts", is_flag=True, help="Train every prompt that has labelled data.")
 @click.option(
     "--variant",
-    type=click.Choice(["auto", "head", "finetune", "setfit"]),
+    type=click.Choice(["auto", "head", "finetune", "setfit", "small"]),
     default="auto",
     show_default=True,
     help="head: linear head on frozen embeddings (seconds); finetune: tune the encoder's top layers (minutes); "
-    "setfit: contrastive tuning on label pairs, then the head (minutes); auto: all three, keep the best on dev.",
+    "setfit: contrastive tuning on label pairs, then the head (minutes); auto: those three, keep the best on dev; "
+    "small: the head on the encoder's first --layers layers (faster inference, opt-in).",
 )
 @click.option(
     "--data",
@@ -79,6 +81,9 @@ def _fail(exc: Exception) -> None:
 @click.option(
     "--epochs", type=click.IntRange(1, 50), default=None, help="Fine-tuning epochs (default 6; best kept on dev)."
 )
+@click.option(
+    "--layers", type=click.IntRange(1, 6), default=2, show_default=True, help="Encoder layers the small variant keeps."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train(
     config: Path | None,
@@ -90,6 +95,7 @@ def train(
     make_split: bool,
     force: bool,
     epochs: int | None,
+    layers: int,
     no_progress: bool,
 ) -> None:
     """Train the stance model of a prompt (or --all) into models/build/<prompt>/."""
@@ -124,7 +130,7 @@ def train(
                 encoder=encoder,
                 variant=variant,
                 extra_files=list(data_files),
-                config=TrainConfig(ft_epochs=epochs) if epochs else None,
+                config=replace(TrainConfig(), ft_epochs=epochs or TrainConfig.ft_epochs, small_layers=layers),
                 progress=not no_progress and sys.stderr.isatty(),
             )
             summary[prompt.id] = {

@@ -2,10 +2,11 @@
 
 A model folder (``models/build/<prompt>/``) holds:
 
-* ``model.json``: kind (``head``, ``finetuned`` or ``setfit``), label map, threshold, temperature, metrics, data
-  hash, version;
+* ``model.json``: kind (``head``, ``finetuned``, ``setfit`` or ``small``), label map, threshold, temperature,
+  metrics, data hash, version;
 * ``head.npz``: the head's weights and bias;
-* ``encoder/`` (``finetuned`` and ``setfit``): the tuned encoder and its tokenizer (``save_pretrained`` format).
+* ``encoder/`` (``finetuned``, ``setfit``, ``small``): the model's own encoder (tuned, or cut to its first layers) and
+  its tokenizer (``save_pretrained`` format).
 
 A ``head`` model reads the bot's shared encoder; the other kinds load their own from ``encoder/``.
 :func:`load_if_present` returns a model only when its labels match the prompt's.
@@ -31,7 +32,7 @@ MODEL_FILE = "model.json"
 HEAD_FILE = "head.npz"
 ENCODER_DIR = "encoder"
 #: Kinds whose folder carries its own encoder in ``encoder/`` (fine-tuned, or contrastively tuned SetFit-style).
-OWN_ENCODER_KINDS = ("finetuned", "setfit")
+OWN_ENCODER_KINDS = ("finetuned", "setfit", "small")
 #: Bumped when the folder layout changes; older folders are ignored.
 FORMAT = 2
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("head", "finetune", "setfit", "auto")
+VARIANTS = ("head", "finetune", "setfit", "small", "auto")
 #: Precision the non-``unclear`` labels should reach on dev; the threshold is chosen for it.
 PRECISION_TARGET = 0.9
 #: ...while still giving a stance to at least this share of the replies that have one (else: best macro-F1).
@@ -78,6 +78,8 @@ class TrainConfig:
     sf_lr: float = 1e-4
     sf_batch: int = 32
     sf_label_texts: bool = True
+    #: ``small`` variant: how many of the encoder's transformer layers it keeps (fewer layers, faster inference).
+    small_layers: int = 2
     precision_target: float = PRECISION_TARGET
 
 
@@ -595,6 +597,23 @@ def _rich_progress() -> tuple[ProgressFn, Callable[[], None]]:
     return update, bar.stop
 
 
+def truncated_encoder(base: SentenceEncoder, layers: int, folder: Path) -> SentenceEncoder:
+    """The first ``layers`` transformer layers of ``base``'s model (embeddings included), saved to ``folder`` in
+    ``save_pretrained`` format with its tokenizer, and loaded as a torch encoder for training."""
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(base.source, local_files_only=True)
+    total = len(model.encoder.layer)
+    if not 1 <= layers <= total:
+        raise ValueError(f"small_layers must be between 1 and {total}, not {layers}")
+    model.encoder.layer = model.encoder.layer[:layers]
+    model.config.num_hidden_layers = layers
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base.source, local_files_only=True).save_pretrained(folder)
+    return SentenceEncoder(str(folder), max_length=base.max_length)
+
+
 def train_prompt(
     prompt: Prompt,
     out_dir: Path,
@@ -648,6 +667,11 @@ def train_prompt(
                 encoder, names, train, dev, cfg, tmp / "setfit", extra=extra, progress=update
             )
             timings["setfit_seconds"] = round(time.perf_counter() - t0, 1)
+        if variant == "small":  # opt-in, not part of auto: it trades accuracy for speed
+            t0 = time.perf_counter()
+            small = truncated_encoder(encoder, cfg.small_layers, tmp / "small" / ENCODER_DIR)
+            tuned["small"] = train_head(small, names, train, dev, cfg, update)
+            timings["small_seconds"] = round(time.perf_counter() - t0, 1)
         candidates.update({name: result[2]["dev_macro_f1"] for name, result in tuned.items()})
         if tuned:
             best = max(tuned, key=lambda name: tuned[name][2]["dev_macro_f1"])
@@ -659,7 +683,11 @@ def train_prompt(
     finally:
         stop()
     train_hash = data_hash([*train, *dev])
-    encoder_name = {"head": encoder.name, "setfit": f"{encoder.name}-st"}.get(kind, f"{encoder.name}-ft")
+    encoder_name = {
+        "head": encoder.name,
+        "setfit": f"{encoder.name}-st",
+        "small": f"{encoder.name}-L{cfg.small_layers}",
+    }.get(kind, f"{encoder.name}-ft")
     version = f"{kind}:{encoder_name}:{train_hash[:8]}:{prompt_fingerprint(prompt)}"
     meta: dict[str, Any] = {
         "prompt": prompt.id,

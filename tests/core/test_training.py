@@ -162,6 +162,25 @@ def test_setfit_variant_tunes_saves_and_loads_its_own_encoder(
     assert scores["setfit"] >= scores["similarity"] + 0.05, scores
 
 
+def test_small_variant_keeps_the_first_layers_and_loads(
+    tmp_path: Path, encoder: SentenceEncoder, catalog: PromptCatalog
+) -> None:
+    prompt = catalog.get("alliance")
+    cfg = TrainConfig(small_layers=2, c_grid=(1.0, 4.0))
+    meta = train_prompt(prompt, tmp_path / "alliance", encoder=encoder, variant="small", config=cfg)
+    config = json.loads((tmp_path / "alliance" / "encoder" / "config.json").read_text())
+    assert meta["kind"] == "small" and config["num_hidden_layers"] == 2
+    assert meta["version"].startswith("small:all-MiniLM-L6-v2-L2:")
+    model = load_if_present(tmp_path / "alliance", prompt, encoder)
+    assert model is not None and model.kind == "small" and model.encoder is not encoder
+    report = evaluate(GatedClassifier(model), datasets.load_split(prompt, "dev"), prompt.label_names, speed=False)
+    similarity = evaluate(
+        GatedClassifier(SimilarityClassifier(prompt, encoder)), datasets.load_split(prompt, "dev"), prompt.label_names,
+        speed=False,
+    )  # fmt: skip
+    assert report["without_threshold"]["macro_f1"] >= similarity["without_threshold"]["macro_f1"] + 0.05
+
+
 def test_evaluate_json_has_the_promised_keys(tmp_path: Path, catalog: PromptCatalog) -> None:
     data = tmp_path / "mine.jsonl"
     rows = datasets.load_split(catalog.get("alliance"), "test")[:12]
