@@ -143,8 +143,7 @@ class StanceCog(commands.GroupCog, group_name="stance", group_description="Stanc
         services = self.bot.services
         assert interaction.guild_id is not None
         definition = self.bot.resolve_prompt(prompt, interaction.guild_id)
-        tally = await services.repo.tally(definition, interaction.guild_id)
-        comparison = await services.repo.comparison(definition, interaction.guild_id)
+        tally, comparison = await services.repo.standings(definition, interaction.guild_id)
         version = services.stance.model(definition.id).version
         note = f"{tally.total} counted · model {version}"
         if version.startswith("similarity:"):

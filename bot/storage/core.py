@@ -604,49 +604,46 @@ class RepositoryCore:
 
     async def tally(self, prompt: Prompt, guild_id: int) -> Tally:
         """Counts per label of what counts (stances and declared stances), for one prompt in one guild."""
-        async with self.transaction() as s:
-            prow = await self._prompt_row(s, prompt.id, guild_id)
-            counts: dict[str, int] = defaultdict(int)
-            if prow is not None:
-                for table in (Stance, DeclaredStance):
-                    rows = await s.execute(
-                        select(table.label, func.count())
-                        .where(table.prompt_id == prow.id, table.guild_id == guild_id, table.counted)
-                        .group_by(table.label)
-                    )
-                    for label, n in rows:
-                        counts[label] += int(n)
-            return Tally(prompt.id, prompt.label_names, dict(counts))
+        return (await self.standings(prompt, guild_id))[0]
 
     async def comparison(self, prompt: Prompt, guild_id: int) -> Comparison:
         """The model's stances beside the declared ones, and how often they agree (members with both)."""
+        return (await self.standings(prompt, guild_id))[1]
+
+    async def standings(self, prompt: Prompt, guild_id: int) -> tuple[Tally, Comparison]:
+        """The tally and the model-vs-declared comparison, from one read of the counted stances and the declared
+        ones (what ``/stance tally`` and a digest show together)."""
+        counts: dict[str, int] = defaultdict(int)  # the tally: counted stances and counted declared stances
+        model: dict[str, int] = defaultdict(int)
+        declared: dict[str, int] = defaultdict(int)
+        both = agree = 0
         async with self.transaction() as s:
             prow = await self._prompt_row(s, prompt.id, guild_id)
-            model: dict[str, int] = defaultdict(int)
-            declared: dict[str, int] = defaultdict(int)
-            both = agree = 0
             if prow is not None:
-                in_prompt = and_(DeclaredStance.prompt_id == prow.id, DeclaredStance.guild_id == guild_id)
                 stance_rows = await s.execute(
                     select(Stance.label, func.count())
                     .where(Stance.prompt_id == prow.id, Stance.guild_id == guild_id, Stance.counted)
                     .group_by(Stance.label)
                 )
                 for label, n in stance_rows:
+                    counts[label] += int(n)
                     model[label] += int(n)
                 decl_rows = await s.execute(
                     select(DeclaredStance.label, DeclaredStance.model_label, DeclaredStance.counted, func.count())
-                    .where(in_prompt)
+                    .where(DeclaredStance.prompt_id == prow.id, DeclaredStance.guild_id == guild_id)
                     .group_by(DeclaredStance.label, DeclaredStance.model_label, DeclaredStance.counted)
                 )
                 for label, model_label, counted, n in decl_rows:
                     declared[label] += int(n)
-                    if counted and model_label is not None:
-                        model[model_label] += int(n)  # their stances do not count: add what the model says
+                    if counted:
+                        counts[label] += int(n)
+                        if model_label is not None:
+                            model[model_label] += int(n)  # their stances do not count: add what the model says
                     if model_label is not None and model_label != UNCLEAR:
                         both += int(n)
                         agree += int(n) if model_label == label else 0
-            return Comparison(prompt.label_names, dict(model), dict(declared), both, agree)
+        tally = Tally(prompt.id, prompt.label_names, dict(counts))
+        return tally, Comparison(prompt.label_names, dict(model), dict(declared), both, agree)
 
     async def count_replies(self, message_ids: Sequence[int] | None = None) -> int:
         """How many reply rows exist (optionally among ``message_ids``)."""

@@ -634,8 +634,7 @@ class DigestStore:
         """The digest of ``period`` with ``history`` periods of trend (``period`` included)."""
         periods = cadence.history(period, max(history, 2))
         figures, quotes = await self.figures(prompt, guild_id, periods)
-        overall = await self.repo.tally(prompt, guild_id)
-        declared = await self.repo.comparison(prompt, guild_id)
+        overall, declared = await self.repo.standings(prompt, guild_id)
         return build_digest(
             prompt_id=prompt.id,
             title=prompt.title,
