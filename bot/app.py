@@ -77,6 +77,8 @@ class Stancebot(commands.AutoShardedBot):
         self._posts: dict[int, PostInfo] = {}
         #: Which guild added each prompt of the catalog (``None``: a prompt file, usable everywhere).
         self._prompt_guild: dict[str, int | None] = {}
+        #: Whether ``login`` has begun (discord.py's ``AutoShardedClient.close`` fails before it).
+        self._login_started = False
         #: Whether Discord sends this bot the content of messages (see :meth:`_detect_message_content`).
         self.message_content_enabled = services.settings.bot.message_content_intent
 
@@ -196,5 +198,5 @@ class Stancebot(commands.AutoShardedBot):
         """Stop the stance worker, then disconnect (a client that never logged in has nothing to disconnect:
         discord.py's ``AutoShardedClient.close`` fails before ``login``)."""
         await self.services.stance.close()
-        if getattr(self, "_login_started", False):
+        if self._login_started:
             await super().close()
