@@ -58,9 +58,38 @@ def test_fp32_matches_torch(encoder: SentenceEncoder, onnx_fp32: SentenceEncoder
 
 def test_int8_stays_close(encoder: SentenceEncoder, onnx_int8: SentenceEncoder) -> None:
     assert onnx_int8.backend == "onnx" and onnx_int8.quantized
-    assert onnx_int8.onnx_path.name == onnx_export.INT8_FILE
+    assert onnx_int8.onnx_path.name == int8_name()
     cos = (onnx_int8.encode(TEXTS) * encoder.encode(TEXTS)).sum(axis=1)
     assert cos.min() > 0.95 and cos.mean() > 0.98
+
+
+def int8_name() -> str:
+    return onnx_export.INT8_FILE.format(weights=onnx_export.int8_weight_type())
+
+
+@pytest.mark.parametrize("weights", ["s8", "u8"])
+def test_both_int8_weight_types_stay_close(
+    weights: str, onnx_cache: Path, onnx_fp32: SentenceEncoder, tmp_path: Path
+) -> None:
+    """Signed (VNNI) and unsigned (AVX2) weights both give vectors close to fp32 (run each, whatever this CPU has)."""
+    import onnxruntime as ort
+
+    target = tmp_path / f"{weights}.onnx"
+    onnx_export._quantize_int8(onnx_fp32.onnx_path, target, weights)
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    enc = onnx_fp32._plain.encode_batch(TEXTS)
+    feed = {
+        "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+    }
+    cos = (session.run(None, feed)[0] * onnx_fp32.encode(TEXTS)).sum(axis=1)
+    assert cos.min() > 0.95 and cos.mean() > 0.98
+
+
+def test_vnni_is_read_from_cpuinfo() -> None:
+    flags = Path("/proc/cpuinfo").read_text()
+    assert onnx_export.cpu_has_vnni() == ("avx512_vnni" in flags or "avx_vnni" in flags)
+    assert onnx_export.int8_weight_type() == ("s8" if onnx_export.cpu_has_vnni() else "u8")
 
 
 def test_export_is_cached_and_reused(
@@ -68,7 +97,7 @@ def test_export_is_cached_and_reused(
 ) -> None:
     [folder] = [p for p in onnx_cache.iterdir() if p.is_dir()]
     files = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    assert {onnx_export.FP32_FILE, onnx_export.INT8_FILE} <= set(files)
+    assert {onnx_export.FP32_FILE, int8_name()} <= set(files)
     assert not [p for p in folder.iterdir() if p.name.startswith(".export-")]
 
     def fail(*_: object) -> None:
