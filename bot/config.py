@@ -76,6 +76,8 @@ class ModelSettings(_Section):
     max_wait_ms: int = Field(default=50, ge=0, le=5000)
     max_chars: int = Field(default=2000, ge=50, le=100_000)
     max_queue: int = Field(default=2000, ge=1, le=1_000_000)
+    #: Under a backlog, how many queued replies one batch may take (sorted by length into batches of batch_size).
+    backlog_window: int = Field(default=256, ge=1, le=100_000)
     backend: Literal["torch", "onnx"] = "onnx"
     quantize: bool = False
     onnx_cache_dir: str = "models/build/onnx"

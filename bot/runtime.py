@@ -57,6 +57,7 @@ def make_stance_service(settings: Settings, catalog: PromptCatalog, encoder: Sen
         batch_size=settings.model.batch_size,
         max_wait_ms=settings.model.max_wait_ms,
         max_queue=settings.model.max_queue,
+        backlog_window=settings.model.backlog_window,
     )
 
 
