@@ -79,7 +79,9 @@ class ModelSettings(_Section):
     #: Under a backlog, how many queued replies one batch may take (sorted by length into batches of batch_size).
     backlog_window: int = Field(default=256, ge=1, le=100_000)
     backend: Literal["torch", "onnx"] = "onnx"
-    quantize: bool = False
+    #: int8 encoder weights: ``"auto"`` = on the ONNX backend when the CPU has VNNI (about 2x fp32 there, no
+    #: measurable accuracy cost on our test splits), else fp32.
+    quantize: bool | Literal["auto"] = "auto"
     onnx_cache_dir: str = "models/build/onnx"
     threads: int = Field(default=0, ge=0, le=256)
 
@@ -164,6 +166,15 @@ class Settings(_Section):
         return p if p.is_absolute() else PROJECT_ROOT / p
 
 
+def resolve_quantize(settings: Settings) -> bool:
+    """Whether the encoder runs int8: ``model.quantize``, with ``"auto"`` meaning ONNX on a CPU with VNNI."""
+    if settings.model.quantize == "auto":
+        from bot.core.onnx_export import cpu_has_vnni
+
+        return settings.model.backend == "onnx" and cpu_has_vnni()
+    return bool(settings.model.quantize)
+
+
 def make_encoder(settings: Settings, model: str | None = None) -> SentenceEncoder:
     """The sentence encoder as configured (``[model]`` name, backend, quantization, ONNX cache folder)."""
     from bot.core.encoder import SentenceEncoder
@@ -171,7 +182,7 @@ def make_encoder(settings: Settings, model: str | None = None) -> SentenceEncode
     return SentenceEncoder(
         settings.model.name if model is None else model,
         backend=settings.model.backend,
-        quantize=settings.model.quantize,
+        quantize=resolve_quantize(settings),
         threads=settings.model.threads,
         cache_dir=settings.path(settings.model.onnx_cache_dir),
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot import PROJECT_ROOT
-from bot.config import load_settings, read_token
+from bot.config import load_settings, read_token, resolve_quantize
 from bot.core.errors import ConfigError
 
 
@@ -24,6 +24,28 @@ def test_env_overrides_the_file(tmp_path: Path) -> None:
     )
     assert settings.model.unclear_threshold == 0.7
     assert settings.bot.guild_ids == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "expected"),
+    [
+        ('backend = "onnx"\nquantize = "auto"', {}, "vnni"),
+        ('backend = "torch"\nquantize = "auto"', {}, False),
+        ('backend = "onnx"\nquantize = false', {}, False),
+        ('backend = "torch"\nquantize = true', {}, True),
+        ('backend = "onnx"', {"STANCEBOT_MODEL_QUANTIZE": "false"}, False),
+        ('backend = "onnx"', {"STANCEBOT_MODEL_QUANTIZE": "true"}, True),
+    ],
+)
+def test_quantize_auto_means_onnx_on_a_vnni_cpu(
+    tmp_path: Path, toml: str, env: dict[str, str], expected: object
+) -> None:
+    from bot.core.onnx_export import cpu_has_vnni
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\n{toml}\n", encoding="utf-8")
+    settings = load_settings(cfg, environ=env)
+    assert resolve_quantize(settings) is (cpu_has_vnni() if expected == "vnni" else expected)
 
 
 @pytest.mark.parametrize(
