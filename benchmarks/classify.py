@@ -1,14 +1,16 @@
 """Throughput of stance classification: the bot's batched path vs a one-message-at-a-time pipeline.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/classify.py [--prompt alliance] [--n 2000] [--model FOLDER]
-        [--backend torch|onnx|all] [--quantize no|yes|both]
+        [--backend torch|onnx|all] [--quantize no|yes|both] [--window 256]
 
 Samples ``--n`` replies with replacement from ``models/data/<prompt>.jsonl`` (fixed seed) and prints one JSON
-object: replies/s of the gated classifier fed in batches of 32 (as the bot's service does), for each encoder
-backend (torch, ONNX Runtime) in float32 and int8, and of a ``transformers`` feature-extraction pipeline called once
-per reply, with the ratios (``ratio_<backend>_<precision>``) and the load average before and after. The variants and
-the pipeline are timed in interleaved rounds (``--rounds``) over the same texts, so a machine shared with other jobs
-slows them alike and the ratios stay comparable.
+object: replies/s of the gated classifier fed ``--window`` replies at a time (as the bot's service takes a backlog:
+the encoder sorts them by length into batches of 32), for each encoder backend (torch, ONNX Runtime) in float32 and
+int8, and of a ``transformers`` feature-extraction pipeline called once per reply: on the packaged base encoder
+(the naive way) and, when the model has its own encoder (fine-tuned, distilled), on that same network. Ratios:
+``ratio_<backend>_<precision>`` against the base pipeline, ``ratio_same_network_<backend>_<precision>`` against the
+same network's. The variants and the pipelines are timed in interleaved rounds (``--rounds``) over the same texts, so
+a machine shared with other jobs slows them alike and the ratios stay comparable.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ from bot.core.prompts import PromptCatalog
 from bot.core.stance import GatedClassifier, SimilarityClassifier, StanceClassifier
 
 
-def batched_seconds(model: GatedClassifier, texts: list[str], batch_size: int) -> float:
-    """Seconds to classify ``texts`` arriving in batches of ``batch_size``, in order."""
+def batched_seconds(model: GatedClassifier, texts: list[str], window: int) -> float:
+    """Seconds to classify ``texts`` reaching the model ``window`` at a time, in order."""
     start = time.perf_counter()
-    for i in range(0, len(texts), batch_size):
-        model.classify(texts[i : i + batch_size])
+    for i in range(0, len(texts), window):
+        model.classify(texts[i : i + window])
     return time.perf_counter() - start
 
 
@@ -54,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompt", default="alliance")
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--window", type=int, default=256, help="replies per classify call (the backlog window)")
     parser.add_argument("--model", default=None, help="model folder (default: models/build/<prompt> if built)")
     parser.add_argument("--pipeline-n", type=int, default=None, help="replies timed through the pipeline (default n)")
     parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all", help="encoder backend(s) to time")
@@ -73,6 +75,7 @@ def main() -> None:
         "prompt": prompt.id,
         "n": len(texts),
         "mean_chars": round(statistics.mean(len(t) for t in texts), 1),
+        "window": args.window,
         "cpu_threads": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
     }
@@ -88,29 +91,37 @@ def main() -> None:
             models[f"{encoder.backend}_{'int8' if quantized else 'fp32'}"] = model
     from transformers import pipeline
 
-    source = str(folder / trained.ENCODER_DIR) if (folder / trained.ENCODER_DIR).is_dir() else encoder_source()
-    pipe = pipeline("feature-extraction", model=source, tokenizer=source, device="cpu")
+    sources = {"base": encoder_source()}
+    if (folder / trained.ENCODER_DIR).is_dir():
+        sources["same_network"] = str(folder / trained.ENCODER_DIR)
+    pipes = {
+        name: pipeline("feature-extraction", model=src, tokenizer=src, device="cpu") for name, src in sources.items()
+    }
     pipe_texts = texts[: args.pipeline_n or len(texts)]
     for model in models.values():  # warm up
-        model.classify(texts[: args.batch_size])
-    pipe(texts[0])
+        model.classify(texts[: args.window])
+    for pipe in pipes.values():
+        pipe(texts[0])
     # interleaved rounds: every variant and the pipeline see the same share of whatever else loads the machine
     seconds = dict.fromkeys(models, 0.0)
-    pipe_seconds = 0.0
+    pipe_seconds = dict.fromkeys(pipes, 0.0)
     for r in range(args.rounds):
         chunk = texts[r * len(texts) // args.rounds : (r + 1) * len(texts) // args.rounds]
         for key, model in models.items():
-            seconds[key] += batched_seconds(model, chunk, args.batch_size)
+            seconds[key] += batched_seconds(model, chunk, args.window)
         pipe_chunk = pipe_texts[r * len(pipe_texts) // args.rounds : (r + 1) * len(pipe_texts) // args.rounds]
-        pipe_seconds += pipeline_seconds(pipe, pipe_chunk)
-    single = len(pipe_texts) / pipe_seconds
+        for name, pipe in pipes.items():
+            pipe_seconds[name] += pipeline_seconds(pipe, pipe_chunk)
     for key, secs in seconds.items():
         report[f"batched_{key}_replies_per_s"] = round(len(texts) / secs, 1)
         print(f"batched {key}: {len(texts) / secs:.1f} replies/s", file=sys.stderr)
-    report["pipeline_replies_per_s"] = round(single, 1)
-    print(f"pipeline: {single:.1f} replies/s", file=sys.stderr)
-    for key, secs in seconds.items():
-        report[f"ratio_{key}"] = round(len(texts) / secs / single, 2)
+    for name, secs in pipe_seconds.items():
+        single = len(pipe_texts) / secs
+        report["pipeline_replies_per_s" if name == "base" else "pipeline_same_network_replies_per_s"] = round(single, 1)
+        print(f"pipeline ({name}): {single:.1f} replies/s", file=sys.stderr)
+        prefix = "ratio" if name == "base" else "ratio_same_network"
+        for key, batched in seconds.items():
+            report[f"{prefix}_{key}"] = round(len(texts) / batched / single, 2)
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2))
 

@@ -56,12 +56,13 @@ def _fail(exc: Exception) -> None:
 @click.option("--all", "all_prompts", is_flag=True, help="Train every prompt that has labelled data.")
 @click.option(
     "--variant",
-    type=click.Choice(["auto", "head", "finetune", "setfit", "small"]),
+    type=click.Choice(["auto", "head", "finetune", "setfit", "small", "distil"]),
     default="auto",
     show_default=True,
     help="head: linear head on frozen embeddings (seconds); finetune: tune the encoder's top layers (minutes); "
     "setfit: contrastive tuning on label pairs, then the head (minutes); auto: those three, keep the best on dev; "
-    "small: the head on the encoder's first --layers layers (faster inference, opt-in).",
+    "small: the head on the encoder's first --layers layers (faster inference, opt-in); distil: fine-tune, then "
+    "distil it into a student of --layers layers (faster inference).",
 )
 @click.option(
     "--data",
@@ -75,14 +76,18 @@ def _fail(exc: Exception) -> None:
     "--split",
     "make_split",
     is_flag=True,
-    help="Only make the committed train/dev/test splits from models/data/<prompt>.jsonl (done once), no training.",
+    help="Only make the committed train/dev/test splits from models/data/<prompt>.jsonl, no training. Made once: "
+    "later runs add the data file's new rows to train and dev; test never changes.",
 )
-@click.option("--force", is_flag=True, help="With --split: overwrite existing splits (they are made once).")
+@click.option("--force", is_flag=True, help="With --split: remake all three splits (changes what test means).")
 @click.option(
     "--epochs", type=click.IntRange(1, 50), default=None, help="Fine-tuning epochs (default 6; best kept on dev)."
 )
 @click.option(
-    "--layers", type=click.IntRange(1, 6), default=2, show_default=True, help="Encoder layers the small variant keeps."
+    "--layers",
+    type=click.IntRange(1, 6),
+    default=None,
+    help="Encoder layers the small variant (default 2) or the distilled student (default 3) keeps.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train(
@@ -95,7 +100,7 @@ def train(
     make_split: bool,
     force: bool,
     epochs: int | None,
-    layers: int,
+    layers: int | None,
     no_progress: bool,
 ) -> None:
     """Train the stance model of a prompt (or --all) into models/build/<prompt>/."""
@@ -130,7 +135,12 @@ def train(
                 encoder=encoder,
                 variant=variant,
                 extra_files=list(data_files),
-                config=replace(TrainConfig(), ft_epochs=epochs or TrainConfig.ft_epochs, small_layers=layers),
+                config=replace(
+                    TrainConfig(),
+                    ft_epochs=epochs or TrainConfig.ft_epochs,
+                    small_layers=layers or TrainConfig.small_layers,
+                    kd_layers=layers or TrainConfig.kd_layers,
+                ),
                 progress=not no_progress and sys.stderr.isatty(),
             )
             summary[prompt.id] = {
@@ -152,13 +162,19 @@ def train(
 def _make_split(prompt: Any, *, force: bool) -> None:
     from bot.core import datasets
 
-    if datasets.has_splits(prompt.id) and not force:
-        click.echo(
-            f"{prompt.id}: splits exist in {datasets.split_dir(prompt.id)} (made once; --force to remake).", err=True
-        )
-        return
     source = datasets.raw_data_path(prompt.id)
     examples = datasets.for_prompt(datasets.load_jsonl(source), prompt, where=str(source))
+    if datasets.has_splits(prompt.id) and not force:
+        # made once: rows added to the data file since then go to train and dev; test never changes
+        current = {name: datasets.load_split(prompt, name) for name in datasets.SPLITS}
+        parts = datasets.extend_splits(examples, current)
+        added = {name: len(parts[name]) - len(current[name]) for name in datasets.SPLITS}
+        if not any(added.values()):
+            click.echo(f"{prompt.id}: every row of {source.name} is already in a split (test is fixed).", err=True)
+            return
+        folder = datasets.write_splits(prompt.id, parts)
+        click.echo(f"{prompt.id}: added {added} -> {folder} (test unchanged: {len(parts['test'])})", err=True)
+        return
     parts = datasets.split_examples(examples)
     folder = datasets.write_splits(prompt.id, parts)
     counts = {name: len(rows) for name, rows in parts.items()}
@@ -234,7 +250,8 @@ def evaluate(
             default = settings.path(settings.model.build_dir) / prompt.id
             folder = default if trained.read_meta(default) is not None else None
         inner: StanceClassifier
-        pipeline_source = str(encoder_source(settings.model.name))
+        base_source = str(encoder_source(settings.model.name))
+        pipeline_source = base_source
         if folder is not None:
             model = trained.load_if_present(folder, prompt, encoder)
             if model is None:
@@ -254,7 +271,9 @@ def evaluate(
                 prompt.label_names,
                 speed=not no_speed,
                 pipeline_source=pipeline_source,
+                base_pipeline_source=base_source,
                 batch_size=settings.model.batch_size,
+                backlog_window=settings.model.backlog_window,
             )
         )
         click.echo(json.dumps(result, indent=2))

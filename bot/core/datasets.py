@@ -182,6 +182,31 @@ def split_examples(
     return out
 
 
+def new_rows(examples: Sequence[Example], splits: dict[str, list[Example]]) -> list[Example]:
+    """The examples not yet in any split (compared by :func:`dedupe_key`), in order, without near-duplicates."""
+    seen = {dedupe_key(ex.text) for rows in splits.values() for ex in rows}
+    out = []
+    for ex in examples:
+        key = dedupe_key(ex.text)
+        if key not in seen:
+            seen.add(key)
+            out.append(ex)
+    return out
+
+
+def extend_splits(
+    examples: Sequence[Example], splits: dict[str, list[Example]], *, seed: int = SEED, dev: float = 0.2
+) -> dict[str, list[Example]]:
+    """Add the examples that are in no split yet to train and dev only; test never changes once made.
+
+    The new rows are split like :func:`split_examples` (stratified by label and kind, fixed seed, near-duplicates
+    kept together and out of the splits they already occur in) with no test share. Returns the extended splits.
+    """
+    fresh = new_rows(examples, splits)
+    parts = split_examples(fresh, seed=seed, dev=dev, test=0.0, min_hard_test=0) if fresh else {}
+    return {name: [*splits.get(name, []), *parts.get(name, [])] for name in SPLITS}
+
+
 def split_dir(prompt_id: str, root: Path = SPLITS_DIR) -> Path:
     """Where a prompt's committed splits live."""
     return root / prompt_id

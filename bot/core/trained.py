@@ -2,10 +2,10 @@
 
 A model folder (``models/build/<prompt>/``) holds:
 
-* ``model.json``: kind (``head``, ``finetuned``, ``setfit`` or ``small``), label map, threshold, temperature,
-  metrics, data hash, version;
+* ``model.json``: kind (``head``, ``finetuned``, ``setfit``, ``small`` or ``distilled``), label map, threshold,
+  temperature, metrics, data hash, version;
 * ``head.npz``: the head's weights and bias;
-* ``encoder/`` (``finetuned``, ``setfit``, ``small``): the model's own encoder (tuned, or cut to its first layers) and
+* ``encoder/`` (all kinds but ``head``): the model's own encoder (tuned, cut to its first layers, or distilled) and
   its tokenizer (``save_pretrained`` format).
 
 A ``head`` model reads the bot's shared encoder; the other kinds load their own from ``encoder/``.
@@ -32,7 +32,7 @@ MODEL_FILE = "model.json"
 HEAD_FILE = "head.npz"
 ENCODER_DIR = "encoder"
 #: Kinds whose folder carries its own encoder in ``encoder/`` (fine-tuned, or contrastively tuned SetFit-style).
-OWN_ENCODER_KINDS = ("finetuned", "setfit", "small")
+OWN_ENCODER_KINDS = ("finetuned", "setfit", "small", "distilled")
 #: Bumped when the folder layout changes; older folders are ignored.
 FORMAT = 2
 

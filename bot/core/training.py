@@ -10,7 +10,10 @@ chooses on the dev split (regularisation, epochs, temperature, the ``unclear`` t
 * ``setfit``: SetFit-style. The encoder is first tuned contrastively (replies with the same label pulled
   together, different labels pushed apart: cosine-similarity loss over all pairs in each batch), then the ``head``
   recipe runs on the tuned embeddings. Minutes.
-* ``auto``: all three, keeps the one with the best dev macro-F1 (the head on a tie: it shares the bot's encoder).
+* ``distil``: the fine-tune as a teacher, then a student made of its first ``kd_layers`` layers trained on the
+  teacher's probabilities and the gold labels (knowledge distillation). About twice as fast at inference. Minutes.
+* ``auto``: head, fine-tune and the distilled student; keeps the best on dev macro-F1, preferring the student when
+  it is within :data:`FAST_MARGIN` of the best (it is faster) and the head on a tie with the fine-tune.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +33,7 @@ import numpy as np
 
 from bot.core.datasets import (
     SEED,
+    SPLITS_DIR,
     DataError,
     Example,
     data_hash,
@@ -51,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("head", "finetune", "setfit", "small", "auto")
+VARIANTS = ("head", "finetune", "setfit", "small", "distil", "auto")
 #: Precision the non-``unclear`` labels should reach on dev; the threshold is chosen for it.
 PRECISION_TARGET = 0.9
 #: ...while still giving a stance to at least this share of the replies that have one (else: best macro-F1).
@@ -80,6 +84,14 @@ class TrainConfig:
     sf_label_texts: bool = True
     #: ``small`` variant: how many of the encoder's transformer layers it keeps (fewer layers, faster inference).
     small_layers: int = 2
+    #: ``distilled`` variant: the student keeps this many layers; the loss mixes the gold labels (weight
+    #: ``kd_alpha``) and the teacher's probabilities at temperature ``kd_temperature``.
+    kd_layers: int = 3
+    kd_alpha: float = 0.5
+    kd_temperature: float = 2.0
+    kd_epochs: int = 8
+    #: At most this many unlabelled texts join the distillation (a fixed-seed sample when there are more).
+    kd_unlabelled: int = 4000
     precision_target: float = PRECISION_TARGET
 
 
@@ -182,6 +194,11 @@ def fewshot_examples(prompt: Prompt) -> list[Example]:
         for label in prompt.labels
         for text in (label.description, *label.examples)
     ]
+
+
+def _test_split(prompt: Prompt) -> list[Example]:
+    """The prompt's committed test split if it has one (only to keep its texts out of training), else nothing."""
+    return load_split(prompt, "test") if has_splits(prompt.id) else []
 
 
 def training_data(
@@ -389,6 +406,8 @@ def train_finetuned(
     *,
     base: str = "",
     init: tuple[np.ndarray, np.ndarray] | None = None,
+    teacher: np.ndarray | None = None,
+    unlabelled: Sequence[str] = (),
     progress: ProgressFn | None = None,
     stage: str = "fine-tune",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -396,7 +415,10 @@ def train_finetuned(
 
     The lower layers are frozen and their output computed once; each epoch then runs only the top layers. The
     epoch with the best dev macro-F1 is kept. ``base`` is the encoder to start from (a folder; empty: the
-    packaged one). Returns ``(weights, bias, info)``.
+    packaged one). With ``teacher`` (a teacher model's logits for ``train`` then ``unlabelled``, one row each) the
+    loss is knowledge distillation: ``cfg.kd_alpha`` x cross entropy on the gold labels plus the rest x the KL
+    divergence to the teacher's probabilities at ``cfg.kd_temperature``; ``unlabelled`` texts get the KL term only.
+    Returns ``(weights, bias, info)``.
     """
     import torch
 
@@ -410,19 +432,26 @@ def train_finetuned(
             head.weight.copy_(torch.from_numpy(init[0]))
             head.bias.copy_(torch.from_numpy(np.clip(init[1], -50, 50)))
 
-    train_states = enc.lower([ex.text for ex in train])
+    train_states = enc.lower([ex.text for ex in train] + list(unlabelled))
     dev_states = enc.lower([ex.text for ex in dev])
-    y = torch.from_numpy(_labels_of(train, names))
+    gold = torch.from_numpy(_labels_of(train, names))
+    y = torch.cat([gold, torch.full((len(unlabelled),), -100, dtype=torch.long)])  # -100: no gold label
     y_dev = _labels_of(dev, names)
     blocked = gate_blocked([ex.text for ex in dev])
     unclear = names.index(UNCLEAR)
-    counts = torch.bincount(y, minlength=len(names)).to(torch.float32).clamp(min=1)
+    counts = torch.bincount(gold, minlength=len(names)).to(torch.float32).clamp(min=1)
     weight = counts.sum() / (len(names) * counts)
+    kd_t = cfg.kd_temperature
+    soft = None
+    if teacher is not None:
+        if len(teacher) != len(train_states):
+            raise ValueError("teacher logits need one row per train and unlabelled text")
+        soft = torch.softmax(torch.from_numpy(np.asarray(teacher, dtype=np.float32)) / kd_t, dim=-1)
     opt = torch.optim.AdamW(
         [{"params": top.parameters(), "lr": cfg.ft_lr}, {"params": head.parameters(), "lr": cfg.ft_head_lr}],
         weight_decay=0.01,
     )
-    per_epoch = (len(train) + cfg.ft_batch - 1) // cfg.ft_batch
+    per_epoch = (len(train_states) + cfg.ft_batch - 1) // cfg.ft_batch
     total = cfg.ft_epochs * per_epoch
     warmup = max(1, total // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / total))
@@ -440,9 +469,18 @@ def train_finetuned(
     for epoch in range(cfg.ft_epochs):
         for idx in _length_batches(lengths, cfg.ft_batch, rng):
             logits = head(enc.embed([train_states[i] for i in idx]))
-            loss = torch.nn.functional.cross_entropy(logits, y[idx], weight=weight)
+            has_gold = y[idx] >= 0
+            loss = (
+                torch.nn.functional.cross_entropy(logits[has_gold], y[idx][has_gold], weight=weight)
+                if bool(has_gold.any())
+                else logits.sum() * 0.0
+            )
+            if soft is not None:
+                log_p = torch.nn.functional.log_softmax(logits / kd_t, dim=-1)
+                kd = torch.nn.functional.kl_div(log_p, soft[idx], reduction="batchmean") * kd_t * kd_t
+                loss = cfg.kd_alpha * loss + (1.0 - cfg.kd_alpha) * kd
             opt.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()
             opt.step()
             sched.step()
             step += 1
@@ -467,6 +505,8 @@ def train_finetuned(
         "dev_macro_f1_by_epoch": history,
         "lr": cfg.ft_lr,
     }
+    if teacher is not None:
+        info.update(kd_alpha=cfg.kd_alpha, kd_temperature=kd_t, unlabelled_texts=len(unlabelled))
     # calibrate on what the saved model really computes (also proves the folder loads)
     tuned = SentenceEncoder(str(target))
     x_dev = tuned.encode([ex.text for ex in dev])
@@ -614,6 +654,73 @@ def truncated_encoder(base: SentenceEncoder, layers: int, folder: Path) -> Sente
     return SentenceEncoder(str(folder), max_length=base.max_length)
 
 
+def unlabelled_texts(prompt: Prompt, held_out: Sequence[Example], root: Path = SPLITS_DIR) -> list[str]:
+    """Texts for distillation without labels: the other prompts' committed train splits (replies on neighbouring
+    questions), minus anything in ``held_out`` (this prompt's dev and test)."""
+    held = {dedupe_key(ex.text) for ex in held_out}
+    out: list[str] = []
+    for path in sorted(root.glob("*/train.jsonl")):
+        if path.parent.name == prompt.id:
+            continue
+        out += [ex.text for ex in load_jsonl(path) if dedupe_key(ex.text) not in held]
+    return out
+
+
+def train_distilled(
+    teacher: SentenceEncoder,
+    teacher_head: tuple[np.ndarray, np.ndarray],
+    names: Sequence[str],
+    train: Sequence[Example],
+    dev: Sequence[Example],
+    cfg: TrainConfig,
+    folder: Path,
+    *,
+    unlabelled: Sequence[str] = (),
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Distil a tuned teacher into a student made of the teacher's first ``cfg.kd_layers`` layers.
+
+    The student starts as the truncated teacher with a logistic head fitted on its embeddings; then all its layers
+    and the head train on the teacher's logits for ``train`` and ``unlabelled`` plus the gold labels of ``train``
+    (:func:`train_finetuned` with a teacher), ``cfg.kd_epochs`` epochs, best epoch on dev. Saves the student's
+    encoder to ``folder/encoder``; returns ``(weights, bias, info)``.
+    """
+    texts = [ex.text for ex in train] + list(unlabelled)
+    logits = teacher.encode(texts) @ teacher_head[0].T + teacher_head[1]
+    start = folder / "student-start"
+    small = truncated_encoder(teacher, cfg.kd_layers, start)
+    w0, b0, _ = train_head(small, names, train, dev, cfg, progress, "distil: student head")
+    student_cfg = replace(cfg, ft_layers=cfg.kd_layers, ft_epochs=cfg.kd_epochs)
+    w, b, info = train_finetuned(
+        names, train, dev, student_cfg, folder, base=str(start), init=(w0, b0), teacher=logits,
+        unlabelled=unlabelled, progress=progress, stage="distil",
+    )  # fmt: skip
+    shutil.rmtree(start, ignore_errors=True)
+    info["student_layers"] = cfg.kd_layers
+    return w, b, info
+
+
+#: ``auto`` keeps the distilled student unless another candidate beats it on dev by more than this: it classifies
+#: about twice as fast as the six-layer models.
+FAST_MARGIN = 0.01
+
+
+def choose_variant(variant: str, dev_f1: dict[str, float]) -> str:
+    """Which trained candidate a run keeps, from their dev macro-F1.
+
+    ``distil`` keeps the student, and any other single variant keeps itself. ``auto`` keeps the best, except that
+    the distilled student wins within :data:`FAST_MARGIN` of it and the head (which shares the bot's encoder) wins
+    a tie with the fine-tune.
+    """
+    wanted = {"finetune": "finetuned", "distil": "distilled"}.get(variant, variant)
+    if variant != "auto":
+        return wanted if wanted in dev_f1 else "head"
+    best = max(dev_f1.values())
+    if "distilled" in dev_f1 and dev_f1["distilled"] >= best - FAST_MARGIN:
+        return "distilled"
+    return "head" if dev_f1["head"] >= best - 1e-9 else max(dev_f1, key=lambda name: dev_f1[name])
+
+
 def train_prompt(
     prompt: Prompt,
     out_dir: Path,
@@ -628,8 +735,9 @@ def train_prompt(
     """Train a stance model for ``prompt`` and write it to ``out_dir``; returns its ``model.json`` metadata.
 
     ``data`` replaces the committed train split (``None``: use it); ``extra_files`` are JSONL files of labelled
-    replies added to it. ``variant`` is ``head`` (seconds), ``finetune`` or ``setfit`` (minutes), or ``auto`` (all
-    three, keeps the best on dev). Everything is chosen on dev; test is never read.
+    replies added to it. ``variant`` is ``head`` (seconds), ``finetune``, ``setfit`` or ``distil`` (minutes),
+    ``small`` (seconds), or ``auto`` (head, fine-tune and distilled student; see :func:`choose_variant`). Everything
+    is chosen on dev; test is only read to keep its texts out of the distillation's unlabelled texts.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
@@ -654,32 +762,43 @@ def train_prompt(
         kind, candidates = "head", {"head": info["dev_macro_f1"]}
         # each candidate trains in its own folder; the winner's encoder moves to ``tmp/encoder``
         tuned: dict[str, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}
-        if variant in ("finetune", "auto"):
+        if variant in ("finetune", "auto", "distil"):
             t0 = time.perf_counter()
             tuned["finetuned"] = train_finetuned(
                 names, train, dev, cfg, tmp / "finetuned", init=(w, b), progress=update
             )
             timings["finetune_seconds"] = round(time.perf_counter() - t0, 1)
-        if variant in ("setfit", "auto"):
+        if variant == "setfit":  # opt-in: minutes more, and no better than the fine-tune on dev (models/README.md)
             t0 = time.perf_counter()
             extra = fewshot_examples(prompt) if cfg.sf_label_texts else ()
             tuned["setfit"] = train_setfit(
                 encoder, names, train, dev, cfg, tmp / "setfit", extra=extra, progress=update
             )
             timings["setfit_seconds"] = round(time.perf_counter() - t0, 1)
+        if variant in ("distil", "auto"):  # the fine-tuned model teaches a student with fewer layers
+            t0 = time.perf_counter()
+            tw, tb, tinfo = tuned["finetuned"]
+            teacher = SentenceEncoder(str(tmp / "finetuned" / ENCODER_DIR))
+            unlabelled = unlabelled_texts(prompt, [*dev, *_test_split(prompt)])
+            if len(unlabelled) > cfg.kd_unlabelled:
+                unlabelled = random.Random(cfg.seed).sample(unlabelled, cfg.kd_unlabelled)
+            tuned["distilled"] = train_distilled(
+                teacher, (tw, tb), names, train, dev, cfg, tmp / "distilled", unlabelled=unlabelled, progress=update
+            )
+            tuned["distilled"][2]["teacher_dev_macro_f1"] = tinfo["dev_macro_f1"]
+            timings["distil_seconds"] = round(time.perf_counter() - t0, 1)
         if variant == "small":  # opt-in, not part of auto: it trades accuracy for speed
             t0 = time.perf_counter()
             small = truncated_encoder(encoder, cfg.small_layers, tmp / "small" / ENCODER_DIR)
             tuned["small"] = train_head(small, names, train, dev, cfg, update)
             timings["small_seconds"] = round(time.perf_counter() - t0, 1)
         candidates.update({name: result[2]["dev_macro_f1"] for name, result in tuned.items()})
-        if tuned:
-            best = max(tuned, key=lambda name: tuned[name][2]["dev_macro_f1"])
-            if variant != "auto" or tuned[best][2]["dev_macro_f1"] > info["dev_macro_f1"] + 1e-9:
-                kind, (w, b, info) = best, tuned[best]
-                (tmp / kind / ENCODER_DIR).rename(tmp / ENCODER_DIR)
-            for name in tuned:
-                shutil.rmtree(tmp / name, ignore_errors=True)
+        chosen = choose_variant(variant, candidates)
+        if chosen != "head":
+            kind, (w, b, info) = chosen, tuned[chosen]
+            (tmp / kind / ENCODER_DIR).rename(tmp / ENCODER_DIR)
+        for name in tuned:
+            shutil.rmtree(tmp / name, ignore_errors=True)
     finally:
         stop()
     train_hash = data_hash([*train, *dev])
@@ -687,6 +806,7 @@ def train_prompt(
         "head": encoder.name,
         "setfit": f"{encoder.name}-st",
         "small": f"{encoder.name}-L{cfg.small_layers}",
+        "distilled": f"{encoder.name}-kd{cfg.kd_layers}",
     }.get(kind, f"{encoder.name}-ft")
     version = f"{kind}:{encoder_name}:{train_hash[:8]}:{prompt_fingerprint(prompt)}"
     meta: dict[str, Any] = {

@@ -18,7 +18,15 @@ from bot.core.language import detect_non_english
 from bot.core.prompts import UNCLEAR, PromptCatalog
 from bot.core.stance import GatedClassifier, SimilarityClassifier
 from bot.core.trained import load_if_present
-from bot.core.training import TrainConfig, choose_threshold, fit_temperature, macro_f1, train_prompt
+from bot.core.training import (
+    TrainConfig,
+    choose_threshold,
+    choose_variant,
+    fit_temperature,
+    macro_f1,
+    train_prompt,
+    unlabelled_texts,
+)
 
 PROMPTS = ("alliance", "defense")
 EVALUATE_KEYS = {
@@ -52,6 +60,28 @@ def test_split_is_deterministic_and_keeps_near_duplicates_together() -> None:
     where = {ex.text: name for name, part in first.items() for ex in part}
     assert where["reply number 1 about the alliance"] == where["Reply number 1 about the ALLIANCE!"]
     assert sum(len(v) for v in first.values()) == len(rows)
+
+
+def test_extending_splits_adds_new_rows_to_train_and_dev_only() -> None:
+    old = [Example(f"old reply {i} on the alliance", ["a", "b"][i % 2]) for i in range(60)]
+    splits = datasets.split_examples(old, min_hard_test=0)
+    new = [Example(f"a new reply {i}, fresh", "ab"[i % 2], tags=("negation",) if i % 4 else ()) for i in range(50)]
+    dupes = [Example(old[0].text.upper() + "!", "a"), Example(new[3].text, new[3].label)]  # both already seen
+    out = datasets.extend_splits([*old, *new, *dupes], splits)
+    assert out["test"] == splits["test"]  # test never changes
+    added = {name: out[name][len(splits[name]) :] for name in ("train", "dev")}
+    assert sorted(ex.text for rows in added.values() for ex in rows) == sorted(ex.text for ex in new)
+    assert 5 <= len(added["dev"]) <= 15  # about 20% of the new rows
+    assert datasets.extend_splits([*old, *new], out) == out  # nothing new: nothing changes
+
+
+@pytest.mark.parametrize("prompt_id", PROMPTS)
+def test_every_row_of_the_data_file_is_in_exactly_one_split(catalog: PromptCatalog, prompt_id: str) -> None:
+    prompt = catalog.get(prompt_id)
+    rows = datasets.load_jsonl(datasets.raw_data_path(prompt_id))
+    parts = {name: datasets.load_split(prompt, name) for name in datasets.SPLITS}
+    assert not datasets.new_rows(rows, parts)  # `stancebot train --split` has been run on the data file
+    assert sorted(ex.text for ex in rows) == sorted(ex.text for part in parts.values() for ex in part)
 
 
 def test_data_with_foreign_labels_is_rejected(catalog: PromptCatalog, tmp_path: Path) -> None:
@@ -179,6 +209,52 @@ def test_small_variant_keeps_the_first_layers_and_loads(
         speed=False,
     )  # fmt: skip
     assert report["without_threshold"]["macro_f1"] >= similarity["without_threshold"]["macro_f1"] + 0.05
+
+
+def test_distilled_variant_learns_from_its_teacher_with_fewer_layers(
+    tmp_path: Path, encoder: SentenceEncoder, catalog: PromptCatalog
+) -> None:
+    prompt = catalog.get("defense")
+    train = datasets.load_split(prompt, "train")
+    slice_ = [ex for label in prompt.label_names for ex in [e for e in train if e.label == label][:30]]
+    cfg = TrainConfig(ft_layers=2, ft_epochs=2, kd_layers=2, kd_epochs=2, kd_unlabelled=150, c_grid=(1.0,))
+    meta = train_prompt(prompt, tmp_path / "defense", encoder=encoder, data=slice_, variant="distil", config=cfg)
+    config = json.loads((tmp_path / "defense" / "encoder" / "config.json").read_text())
+    assert meta["kind"] == "distilled" and config["num_hidden_layers"] == 2
+    assert meta["dev"]["unlabelled_texts"] == 150 and meta["dev"]["kd_alpha"] == cfg.kd_alpha
+    assert {"head", "finetuned", "distilled"} == set(meta["candidates_dev_macro_f1"])
+    assert meta["dev"]["teacher_dev_macro_f1"] == meta["candidates_dev_macro_f1"]["finetuned"]
+    assert sorted(p.name for p in (tmp_path / "defense").iterdir()) == ["encoder", "head.npz", "model.json"]
+    model = load_if_present(tmp_path / "defense", prompt, encoder)
+    assert model is not None and model.kind == "distilled"
+    assert model.version.startswith("distilled:all-MiniLM-L6-v2-kd2:")
+    held_out = datasets.load_split(prompt, "dev")
+    report = evaluate(GatedClassifier(model), held_out, prompt.label_names, speed=False)
+    similarity = evaluate(GatedClassifier(SimilarityClassifier(prompt, encoder)), held_out, prompt.label_names,
+                          speed=False)  # fmt: skip
+    assert report["without_threshold"]["macro_f1"] >= similarity["without_threshold"]["macro_f1"] + 0.05
+
+
+@pytest.mark.parametrize(
+    ("variant", "scores", "kept"),
+    [
+        ("auto", {"head": 0.70, "finetuned": 0.80, "distilled": 0.795}, "distilled"),  # within the margin: faster
+        ("auto", {"head": 0.70, "finetuned": 0.80, "distilled": 0.78}, "finetuned"),
+        ("auto", {"head": 0.80, "finetuned": 0.80, "distilled": 0.70}, "head"),  # a tie: the shared encoder
+        ("distil", {"head": 0.90, "finetuned": 0.80, "distilled": 0.70}, "distilled"),  # asked for the student
+        ("finetune", {"head": 0.90, "finetuned": 0.80}, "finetuned"),
+        ("head", {"head": 0.50}, "head"),
+    ],
+)
+def test_choose_variant(variant: str, scores: dict[str, float], kept: str) -> None:
+    assert choose_variant(variant, scores) == kept
+
+
+def test_unlabelled_texts_come_from_other_prompts_and_skip_held_out_ones(catalog: PromptCatalog) -> None:
+    prompt = catalog.get("defense")
+    other = datasets.load_split(catalog.get("alliance"), "train")
+    texts = unlabelled_texts(prompt, other[:5])
+    assert len(texts) == len(other) - 5 and other[5].text in texts and other[0].text not in texts
 
 
 def test_evaluate_json_has_the_promised_keys(tmp_path: Path, catalog: PromptCatalog) -> None:
