@@ -90,6 +90,8 @@ class TrainConfig:
     kd_alpha: float = 0.5
     kd_temperature: float = 2.0
     kd_epochs: int = 8
+    #: How many fine-tuned teachers (seeds ``seed``, ``seed + 1``, ...) the student learns from, averaged.
+    kd_teachers: int = 1
     #: At most this many unlabelled texts join the distillation (a fixed-seed sample when there are more).
     kd_unlabelled: int = 4000
     precision_target: float = PRECISION_TARGET
@@ -666,9 +668,20 @@ def unlabelled_texts(prompt: Prompt, held_out: Sequence[Example], root: Path = S
     return out
 
 
+#: A teacher for distillation: its encoder, head weights and bias, and its calibrated softmax temperature.
+Teacher = tuple[SentenceEncoder, np.ndarray, np.ndarray, float]
+
+
+def teacher_logits(teachers: Sequence[Teacher], texts: Sequence[str]) -> np.ndarray:
+    """The teachers' mean calibrated log-probabilities for ``texts`` (one teacher: its own, up to a constant)."""
+    total = np.zeros((len(texts), teachers[0][1].shape[0]), dtype=np.float64)
+    for encoder, weights, bias, temperature in teachers:
+        total += np.log(np.clip(softmax(encoder.encode(texts) @ weights.T + bias, temperature), 1e-12, None))
+    return np.asarray(total / len(teachers), dtype=np.float32)
+
+
 def train_distilled(
-    teacher: SentenceEncoder,
-    teacher_head: tuple[np.ndarray, np.ndarray],
+    teachers: Sequence[Teacher],
     names: Sequence[str],
     train: Sequence[Example],
     dev: Sequence[Example],
@@ -678,17 +691,17 @@ def train_distilled(
     unlabelled: Sequence[str] = (),
     progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Distil a tuned teacher into a student made of the teacher's first ``cfg.kd_layers`` layers.
+    """Distil tuned teachers into a student made of the first teacher's first ``cfg.kd_layers`` layers.
 
     The student starts as the truncated teacher with a logistic head fitted on its embeddings; then all its layers
-    and the head train on the teacher's logits for ``train`` and ``unlabelled`` plus the gold labels of ``train``
-    (:func:`train_finetuned` with a teacher), ``cfg.kd_epochs`` epochs, best epoch on dev. Saves the student's
-    encoder to ``folder/encoder``; returns ``(weights, bias, info)``.
+    and the head train on the teachers' mean calibrated log-probabilities (:func:`teacher_logits`) for ``train``
+    and ``unlabelled`` plus the gold labels of ``train`` (:func:`train_finetuned` with a teacher), ``cfg.kd_epochs``
+    epochs, best epoch on dev. Saves the student's encoder to ``folder/encoder``; returns ``(weights, bias, info)``.
     """
     texts = [ex.text for ex in train] + list(unlabelled)
-    logits = teacher.encode(texts) @ teacher_head[0].T + teacher_head[1]
+    logits = teacher_logits(teachers, texts)
     start = folder / "student-start"
-    small = truncated_encoder(teacher, cfg.kd_layers, start)
+    small = truncated_encoder(teachers[0][0], cfg.kd_layers, start)
     w0, b0, _ = train_head(small, names, train, dev, cfg, progress, "distil: student head")
     student_cfg = replace(cfg, ft_layers=cfg.kd_layers, ft_epochs=cfg.kd_epochs)
     w, b, info = train_finetuned(
@@ -696,6 +709,7 @@ def train_distilled(
         unlabelled=unlabelled, progress=progress, stage="distil",
     )  # fmt: skip
     shutil.rmtree(start, ignore_errors=True)
+    info["teachers"] = len(teachers)
     info["student_layers"] = cfg.kd_layers
     return w, b, info
 
@@ -775,17 +789,36 @@ def train_prompt(
                 encoder, names, train, dev, cfg, tmp / "setfit", extra=extra, progress=update
             )
             timings["setfit_seconds"] = round(time.perf_counter() - t0, 1)
-        if variant in ("distil", "auto"):  # the fine-tuned model teaches a student with fewer layers
+        if variant in ("distil", "auto"):  # the fine-tuned model(s) teach a student with fewer layers
             t0 = time.perf_counter()
-            tw, tb, tinfo = tuned["finetuned"]
-            teacher = SentenceEncoder(str(tmp / "finetuned" / ENCODER_DIR))
+            first = tuned["finetuned"]
+            teachers: list[Teacher] = [
+                (SentenceEncoder(str(tmp / "finetuned" / ENCODER_DIR)), first[0], first[1], first[2]["temperature"])
+            ]
+            teacher_f1 = [first[2]["dev_macro_f1"]]
+            for k in range(1, cfg.kd_teachers):  # more fine-tunes with other seeds: an ensemble teaches better
+                more = train_finetuned(
+                    names, train, dev, replace(cfg, seed=cfg.seed + k), tmp / f"teacher-{k}", init=(w, b),
+                    progress=update, stage=f"teacher {k + 1}",
+                )  # fmt: skip
+                teachers.append(
+                    (
+                        SentenceEncoder(str(tmp / f"teacher-{k}" / ENCODER_DIR)),
+                        more[0],
+                        more[1],
+                        more[2]["temperature"],
+                    )
+                )
+                teacher_f1.append(more[2]["dev_macro_f1"])
             unlabelled = unlabelled_texts(prompt, [*dev, *_test_split(prompt)])
             if len(unlabelled) > cfg.kd_unlabelled:
                 unlabelled = random.Random(cfg.seed).sample(unlabelled, cfg.kd_unlabelled)
             tuned["distilled"] = train_distilled(
-                teacher, (tw, tb), names, train, dev, cfg, tmp / "distilled", unlabelled=unlabelled, progress=update
+                teachers, names, train, dev, cfg, tmp / "distilled", unlabelled=unlabelled, progress=update
             )
-            tuned["distilled"][2]["teacher_dev_macro_f1"] = tinfo["dev_macro_f1"]
+            tuned["distilled"][2]["teacher_dev_macro_f1"] = teacher_f1[0] if len(teacher_f1) == 1 else teacher_f1
+            for k in range(1, cfg.kd_teachers):
+                shutil.rmtree(tmp / f"teacher-{k}", ignore_errors=True)
             timings["distil_seconds"] = round(time.perf_counter() - t0, 1)
         if variant == "small":  # opt-in, not part of auto: it trades accuracy for speed
             t0 = time.perf_counter()

@@ -16,7 +16,7 @@ from bot.core.encoder import SentenceEncoder
 from bot.core.evaluation import evaluate, expected_calibration_error
 from bot.core.language import detect_non_english
 from bot.core.prompts import UNCLEAR, PromptCatalog
-from bot.core.stance import GatedClassifier, SimilarityClassifier
+from bot.core.stance import GatedClassifier, SimilarityClassifier, softmax
 from bot.core.trained import load_if_present
 from bot.core.training import (
     TrainConfig,
@@ -24,6 +24,7 @@ from bot.core.training import (
     choose_variant,
     fit_temperature,
     macro_f1,
+    teacher_logits,
     train_prompt,
     unlabelled_texts,
 )
@@ -248,6 +249,17 @@ def test_distilled_variant_learns_from_its_teacher_with_fewer_layers(
 )
 def test_choose_variant(variant: str, scores: dict[str, float], kept: str) -> None:
     assert choose_variant(variant, scores) == kept
+
+
+def test_teacher_logits_average_the_teachers_calibrated_log_probabilities(encoder: SentenceEncoder) -> None:
+    rng = np.random.default_rng(0)
+    texts = ["Japan should pay more.", "Both sides gain.", "lol"]
+    heads = [(rng.normal(size=(4, encoder.dim)), rng.normal(size=4), t) for t in (1.0, 2.5)]
+    got = teacher_logits([(encoder, w, b, t) for w, b, t in heads], texts)
+    emb = encoder.encode(texts)
+    want = np.mean([np.log(softmax(emb @ w.T + b, t)) for w, b, t in heads], axis=0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert got.shape == (3, 4)
 
 
 def test_unlabelled_texts_come_from_other_prompts_and_skip_held_out_ones(catalog: PromptCatalog) -> None:
