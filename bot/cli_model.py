@@ -89,6 +89,13 @@ def _fail(exc: Exception) -> None:
     default=None,
     help="Encoder layers the small variant (default 2) or the distilled student (default 3) keeps.",
 )
+@click.option(
+    "--teachers",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    help="Fine-tuned teachers (different seeds) the distilled student learns from.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train(
     config: Path | None,
@@ -101,6 +108,7 @@ def train(
     force: bool,
     epochs: int | None,
     layers: int | None,
+    teachers: int,
     no_progress: bool,
 ) -> None:
     """Train the stance model of a prompt (or --all) into models/build/<prompt>/."""
@@ -140,6 +148,7 @@ def train(
                     ft_epochs=epochs or TrainConfig.ft_epochs,
                     small_layers=layers or TrainConfig.small_layers,
                     kd_layers=layers or TrainConfig.kd_layers,
+                    kd_teachers=teachers,
                 ),
                 progress=not no_progress and sys.stderr.isatty(),
             )

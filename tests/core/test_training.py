@@ -15,7 +15,7 @@ from bot.core.datasets import DataError, Example
 from bot.core.encoder import SentenceEncoder
 from bot.core.evaluation import evaluate, expected_calibration_error
 from bot.core.language import detect_non_english
-from bot.core.prompts import UNCLEAR, PromptCatalog
+from bot.core.prompts import UNCLEAR, Prompt, PromptCatalog
 from bot.core.stance import GatedClassifier, SimilarityClassifier, softmax
 from bot.core.trained import load_if_present
 from bot.core.training import (
@@ -167,12 +167,17 @@ def test_finetuned_variant_saves_and_loads_its_own_encoder(
     assert result.label in prompt.label_names
 
 
+def per_label_slice(prompt: Prompt, n: int) -> list[Example]:
+    """The first ``n`` replies of each label in the prompt's train split."""
+    train = datasets.load_split(prompt, "train")
+    return [ex for label in prompt.label_names for ex in [e for e in train if e.label == label][:n]]
+
+
 def test_setfit_variant_tunes_saves_and_loads_its_own_encoder(
     tmp_path: Path, encoder: SentenceEncoder, catalog: PromptCatalog
 ) -> None:
     prompt = catalog.get("defense")
-    train = datasets.load_split(prompt, "train")
-    slice_ = [ex for label in prompt.label_names for ex in [e for e in train if e.label == label][:20]]
+    slice_ = per_label_slice(prompt, 20)
     cfg = TrainConfig(sf_layers=2, sf_epochs=2, sf_lr=1e-4, c_grid=(1.0,), sf_label_texts=True)
     meta = train_prompt(prompt, tmp_path / "defense", encoder=encoder, data=slice_, variant="setfit", config=cfg)
     assert meta["kind"] == "setfit" and (tmp_path / "defense" / "encoder" / "config.json").is_file()
@@ -216,9 +221,8 @@ def test_distilled_variant_learns_from_its_teacher_with_fewer_layers(
     tmp_path: Path, encoder: SentenceEncoder, catalog: PromptCatalog
 ) -> None:
     prompt = catalog.get("defense")
-    train = datasets.load_split(prompt, "train")
-    slice_ = [ex for label in prompt.label_names for ex in [e for e in train if e.label == label][:30]]
-    cfg = TrainConfig(ft_layers=2, ft_epochs=2, kd_layers=2, kd_epochs=2, kd_unlabelled=150, c_grid=(1.0,))
+    slice_ = per_label_slice(prompt, 60)
+    cfg = TrainConfig(ft_layers=2, ft_epochs=3, kd_layers=2, kd_epochs=3, kd_unlabelled=150, c_grid=(1.0,))
     meta = train_prompt(prompt, tmp_path / "defense", encoder=encoder, data=slice_, variant="distil", config=cfg)
     config = json.loads((tmp_path / "defense" / "encoder" / "config.json").read_text())
     assert meta["kind"] == "distilled" and config["num_hidden_layers"] == 2
