@@ -115,11 +115,13 @@ def main() -> None:
     for key, secs in seconds.items():
         report[f"batched_{key}_replies_per_s"] = round(len(texts) / secs, 1)
         print(f"batched {key}: {len(texts) / secs:.1f} replies/s", file=sys.stderr)
+    keys = {"base": ("pipeline_replies_per_s", "ratio"), "same_network": ("pipeline_same_network_replies_per_s",
+            "ratio_same_network")}  # fmt: skip
     for name, secs in pipe_seconds.items():
         single = len(pipe_texts) / secs
-        report["pipeline_replies_per_s" if name == "base" else "pipeline_same_network_replies_per_s"] = round(single, 1)
+        speed_key, prefix = keys[name]
+        report[speed_key] = round(single, 1)
         print(f"pipeline ({name}): {single:.1f} replies/s", file=sys.stderr)
-        prefix = "ratio" if name == "base" else "ratio_same_network"
         for key, batched in seconds.items():
             report[f"{prefix}_{key}"] = round(len(texts) / batched / single, 2)
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -179,11 +179,12 @@ def _throughput(
     window: int,
     repeats: int,
 ) -> dict[str, Any]:
-    batched = _time_batched(model, texts, max(window, batch_size), repeats)
+    window = max(window, batch_size)
+    batched = _time_batched(model, texts, window, repeats)
     arrival = _time_batched(model, texts, batch_size, repeats)
     out: dict[str, Any] = {
         "batched_replies_per_s": round(batched, 1),
-        "backlog_window": max(window, batch_size),
+        "backlog_window": window,
         "batched_arrival_order_replies_per_s": round(arrival, 1),
         "batch_size": batch_size,
     }

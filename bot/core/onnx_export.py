@@ -9,6 +9,7 @@ unchanged one is reused. Nothing is downloaded: export needs only torch, ``onnx`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -96,8 +97,9 @@ def _export_fp32(source: Path, target: Path) -> None:
         )
 
 
+@functools.cache
 def cpu_has_vnni() -> bool:
-    """Whether this CPU has the VNNI dot-product instructions (AVX512-VNNI or AVX-VNNI), read from /proc/cpuinfo."""
+    """Whether this CPU has VNNI dot-product instructions (AVX512-VNNI or AVX-VNNI); /proc/cpuinfo is read once."""
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -144,7 +146,7 @@ def ensure_exported(source: Path, cache_root: Path, *, quantized: bool) -> Path:
     leaves a half-written model. Raises :class:`ExportError` when export fails.
     """
     folder = cache_root / cache_key(source)
-    weights = int8_weight_type()
+    weights = int8_weight_type() if quantized else ""
     wanted = folder / (INT8_FILE.format(weights=weights) if quantized else FP32_FILE)
     if wanted.is_file():
         return wanted

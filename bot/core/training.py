@@ -791,25 +791,18 @@ def train_prompt(
             timings["setfit_seconds"] = round(time.perf_counter() - t0, 1)
         if variant in ("distil", "auto"):  # the fine-tuned model(s) teach a student with fewer layers
             t0 = time.perf_counter()
-            first = tuned["finetuned"]
-            teachers: list[Teacher] = [
-                (SentenceEncoder(str(tmp / "finetuned" / ENCODER_DIR)), first[0], first[1], first[2]["temperature"])
-            ]
-            teacher_f1 = [first[2]["dev_macro_f1"]]
+            runs = [(tmp / "finetuned", tuned["finetuned"])]
             for k in range(1, cfg.kd_teachers):  # more fine-tunes with other seeds: an ensemble teaches better
                 more = train_finetuned(
                     names, train, dev, replace(cfg, seed=cfg.seed + k), tmp / f"teacher-{k}", init=(w, b),
                     progress=update, stage=f"teacher {k + 1}",
                 )  # fmt: skip
-                teachers.append(
-                    (
-                        SentenceEncoder(str(tmp / f"teacher-{k}" / ENCODER_DIR)),
-                        more[0],
-                        more[1],
-                        more[2]["temperature"],
-                    )
-                )
-                teacher_f1.append(more[2]["dev_macro_f1"])
+                runs.append((tmp / f"teacher-{k}", more))
+            teachers: list[Teacher] = [
+                (SentenceEncoder(str(where / ENCODER_DIR)), tw, tb, tinfo["temperature"])
+                for where, (tw, tb, tinfo) in runs
+            ]
+            teacher_f1 = [tinfo["dev_macro_f1"] for _, (_, _, tinfo) in runs]
             unlabelled = unlabelled_texts(prompt, [*dev, *_test_split(prompt)])
             if len(unlabelled) > cfg.kd_unlabelled:
                 unlabelled = random.Random(cfg.seed).sample(unlabelled, cfg.kd_unlabelled)
@@ -817,8 +810,8 @@ def train_prompt(
                 teachers, names, train, dev, cfg, tmp / "distilled", unlabelled=unlabelled, progress=update
             )
             tuned["distilled"][2]["teacher_dev_macro_f1"] = teacher_f1[0] if len(teacher_f1) == 1 else teacher_f1
-            for k in range(1, cfg.kd_teachers):
-                shutil.rmtree(tmp / f"teacher-{k}", ignore_errors=True)
+            for where, _ in runs[1:]:
+                shutil.rmtree(where, ignore_errors=True)
             timings["distil_seconds"] = round(time.perf_counter() - t0, 1)
         if variant == "small":  # opt-in, not part of auto: it trades accuracy for speed
             t0 = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,20 +70,20 @@ def int8_name() -> str:
 
 @pytest.mark.parametrize("weights", ["s8", "u8"])
 def test_both_int8_weight_types_stay_close(
-    weights: str, onnx_cache: Path, onnx_fp32: SentenceEncoder, tmp_path: Path
+    weights: str,
+    onnx_fp32: SentenceEncoder,
+    encoder: SentenceEncoder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Signed (VNNI) and unsigned (AVX2) weights both give vectors close to fp32 (run each, whatever this CPU has)."""
-    import onnxruntime as ort
-
-    target = tmp_path / f"{weights}.onnx"
-    onnx_export._quantize_int8(onnx_fp32.onnx_path, target, weights)
-    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-    enc = onnx_fp32._plain.encode_batch(TEXTS)
-    feed = {
-        "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-    }
-    cos = (session.run(None, feed)[0] * onnx_fp32.encode(TEXTS)).sum(axis=1)
+    folder = tmp_path / onnx_export.cache_key(Path(encoder.source))
+    folder.mkdir()
+    shutil.copy(onnx_fp32.onnx_path, folder / onnx_export.FP32_FILE)  # only the quantization runs
+    monkeypatch.setattr(onnx_export, "int8_weight_type", lambda: weights)
+    int8 = SentenceEncoder(backend="onnx", quantize=True, cache_dir=tmp_path)
+    assert int8.onnx_path == folder / onnx_export.INT8_FILE.format(weights=weights)
+    cos = (int8.encode(TEXTS) * onnx_fp32.encode(TEXTS)).sum(axis=1)
     assert cos.min() > 0.95 and cos.mean() > 0.98
 
 
