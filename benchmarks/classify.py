@@ -1,16 +1,19 @@
 """Throughput of stance classification: the bot's batched path vs a one-message-at-a-time pipeline.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/classify.py [--prompt alliance] [--n 2000] [--model FOLDER]
-        [--backend torch|onnx|all] [--quantize no|yes|both] [--window 256]
+        [--backend torch|onnx|all] [--quantize no|yes|both] [--window 256] [--layout 0x4 --layout 1x32 ...]
 
 Samples ``--n`` replies with replacement from ``models/data/<prompt>.jsonl`` (fixed seed) and prints one JSON
 object: replies/s of the gated classifier fed ``--window`` replies at a time (as the bot's service takes a backlog:
-the encoder sorts them by length into batches of 32), for each encoder backend (torch, ONNX Runtime) in float32 and
-int8, and of a ``transformers`` feature-extraction pipeline called once per reply: on the packaged base encoder
-(the naive way) and, when the model has its own encoder (fine-tuned, distilled), on that same network. Ratios:
-``ratio_<backend>_<precision>`` against the base pipeline, ``ratio_same_network_<backend>_<precision>`` against the
-same network's. The variants and the pipelines are timed in interleaved rounds (``--rounds``) over the same texts, so
-a machine shared with other jobs slows them alike and the ratios stay comparable.
+the encoder sorts them by length and runs them in small batches over its ONNX Runtime sessions), for each encoder
+backend (torch, ONNX Runtime) in float32 and int8, and of a ``transformers`` feature-extraction pipeline called once
+per reply: on the packaged base encoder (the naive way) and, when the model has its own encoder (fine-tuned,
+distilled), on that same network. Ratios: ``ratio_<backend>_<precision>`` against the base pipeline,
+``ratio_same_network_<backend>_<precision>`` against the same network's. ``--layout SxB`` (repeatable) times the
+ONNX encoder with S sessions (0: one per core) and inference batches of B texts; the default is the bot's, 0x4;
+``1x32`` is one session on every core, batches of 32 (the layout before December 2026); keys then end in ``_sSbB``.
+The variants and the pipelines are timed in interleaved rounds (``--rounds``) over the same texts, so a machine
+shared with other jobs slows them alike and the ratios stay comparable.
 """
 
 from __future__ import annotations
@@ -62,7 +65,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all", help="encoder backend(s) to time")
     parser.add_argument("--quantize", choices=["no", "yes", "both"], default="both", help="fp32, int8 or both")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds (load hits all variants)")
+    parser.add_argument("--layout", action="append", default=None, help="ONNX sessions x inference batch, e.g. 0x4")
     args = parser.parse_args()
+    layouts = [tuple(int(x) for x in layout.split("x")) for layout in args.layout or ["0x4"]]
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     precisions = {"no": (False,), "yes": (True,), "both": (False, True)}[args.quantize]
 
@@ -82,13 +87,17 @@ def main() -> None:
     models: dict[str, GatedClassifier] = {}
     for backend in backends:
         for quantized in precisions:
-            encoder = SentenceEncoder(backend=backend, quantize=quantized)
-            inner: StanceClassifier | None = trained.load_if_present(folder, prompt, encoder)
-            if inner is None:
-                inner = SimilarityClassifier(prompt, encoder)
-            model = GatedClassifier(inner)
-            report["model"] = model.version
-            models[f"{encoder.backend}_{'int8' if quantized else 'fp32'}"] = model
+            for sessions, batch in layouts if backend == "onnx" else [(0, 32)]:
+                encoder = SentenceEncoder(backend=backend, quantize=quantized, sessions=sessions, batch_size=batch)
+                inner: StanceClassifier | None = trained.load_if_present(folder, prompt, encoder)
+                if inner is None:
+                    inner = SimilarityClassifier(prompt, encoder)
+                model = GatedClassifier(inner)
+                report["model"] = model.version
+                key = f"{encoder.backend}_{'int8' if quantized else 'fp32'}"
+                if backend == "onnx" and len(layouts) > 1:
+                    key += f"_s{sessions}b{batch}"
+                models[key] = model
     from transformers import pipeline
 
     sources = {"base": encoder_source()}

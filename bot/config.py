@@ -76,14 +76,20 @@ class ModelSettings(_Section):
     max_wait_ms: int = Field(default=50, ge=0, le=5000)
     max_chars: int = Field(default=2000, ge=50, le=100_000)
     max_queue: int = Field(default=2000, ge=1, le=1_000_000)
-    #: Under a backlog, how many queued replies one batch may take (sorted by length into batches of batch_size).
+    #: Under a backlog, how many queued replies one batch may take (the encoder sorts them by length).
     backlog_window: int = Field(default=256, ge=1, le=100_000)
     backend: Literal["torch", "onnx"] = "onnx"
     #: int8 encoder weights: ``"auto"`` = on the ONNX backend when the CPU has VNNI (about 2x fp32 there, no
     #: measurable accuracy cost on our test splits), else fp32.
     quantize: bool | Literal["auto"] = "auto"
     onnx_cache_dir: str = "models/build/onnx"
+    #: Intra-op threads per ONNX session (0: one per session when there are several, else one per core); on torch,
+    #: torch's thread count (0: one per core).
     threads: int = Field(default=0, ge=0, le=256)
+    #: ONNX Runtime sessions that run a batch's texts side by side (0: one per core).
+    sessions: int = Field(default=0, ge=0, le=64)
+    #: ONNX: texts per inference call inside a batch, after sorting by length (small: almost no padding); torch: 32.
+    inference_batch: int = Field(default=4, ge=1, le=512)
 
 
 class PromptSettings(_Section):
@@ -184,6 +190,8 @@ def make_encoder(settings: Settings, model: str | None = None) -> SentenceEncode
         backend=settings.model.backend,
         quantize=resolve_quantize(settings),
         threads=settings.model.threads,
+        sessions=settings.model.sessions,
+        batch_size=settings.model.inference_batch,
         cache_dir=settings.path(settings.model.onnx_cache_dir),
     )
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,6 +59,42 @@ def test_fp32_matches_torch(encoder: SentenceEncoder, onnx_fp32: SentenceEncoder
     np.testing.assert_allclose(onnx_fp32.encode(TEXTS[:1]), got[:1], atol=1e-5)
     np.testing.assert_allclose(onnx_fp32.encode(TEXTS, batch_size=2), got, atol=1e-5)
     assert onnx_fp32.encode([]).shape == (0, encoder.dim)
+
+
+class _CountingSession:
+    """A real ONNX Runtime session that counts its runs and the threads they ran on."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.runs, self.threads = inner, 0, set[str]()
+
+    def run(self, *args: Any) -> Any:
+        self.runs += 1
+        self.threads.add(threading.current_thread().name)
+        return self.inner.run(*args)
+
+    def get_outputs(self) -> Any:
+        return self.inner.get_outputs()
+
+
+def test_parallel_sessions_give_the_same_vectors(onnx_cache: Path, onnx_fp32: SentenceEncoder) -> None:
+    """Two single-threaded sessions share one call's batches (both run, on two threads); vectors and their order are
+    those of one session, also under concurrent callers."""
+    texts = [f"{t} ({i})" for i in range(12) for t in TEXTS]
+    one = SentenceEncoder(backend="onnx", cache_dir=onnx_cache, sessions=1, threads=1, batch_size=4)
+    two = SentenceEncoder(backend="onnx", cache_dir=onnx_cache, sessions=2, threads=1, batch_size=4)
+    assert len(one._sessions) == 1 and len(two._sessions) == 2
+    counted = [_CountingSession(s) for s in two._sessions]
+    two._sessions = counted
+    ref = one.encode(texts)
+    np.testing.assert_allclose(two.encode(texts), ref, atol=1e-5)
+    assert [c.runs for c in counted] == [9, 9]  # 72 texts in batches of 4, alternating
+    assert len(counted[0].threads | counted[1].threads) == 2
+    with ThreadPoolExecutor(3) as pool:
+        for got in pool.map(lambda k: two.encode(texts[k:]), range(3)):
+            assert got.shape[0] in (72, 71, 70)
+            np.testing.assert_allclose(got, ref[72 - got.shape[0] :], atol=1e-5)
+    assert len(SentenceEncoder(backend="onnx", cache_dir=onnx_cache)._sessions) == (os.cpu_count() or 1)
+    assert onnx_fp32.derive(onnx_fp32.source).batch_size == onnx_fp32.batch_size
 
 
 def test_int8_stays_close(encoder: SentenceEncoder, onnx_int8: SentenceEncoder) -> None:
