@@ -15,6 +15,7 @@ from bot.config import Settings
 from bot.core.errors import UnknownPromptError
 from bot.core.prompts import Prompt, PromptCatalog
 from bot.core.service import StanceService
+from bot.heap import freeze_heap, thaw_heap
 from bot.pipeline import ReplyPipeline
 from bot.storage.repository import PostInfo, Repository
 
@@ -81,10 +82,13 @@ class Stancebot(commands.AutoShardedBot):
         self._login_started = False
         #: Whether Discord sends this bot the content of messages (see :meth:`_detect_message_content`).
         self.message_content_enabled = services.settings.bot.message_content_intent
+        #: Whether :meth:`setup_hook` froze the start-up heap (given back to the collector on :meth:`close`).
+        self._heap_frozen = False
 
     async def setup_hook(self) -> None:
         """Sync prompts, detect the message-content intent, register persistent buttons, load cogs (a broken one is
-        logged, not fatal), sync commands, warm up the models and classify what the last run left pending."""
+        logged, not fatal), sync commands, warm up the models, freeze the start-up heap (``general.freeze_gc``) and
+        classify what the last run left pending."""
         from bot.cogs._views import DYNAMIC_ITEMS
 
         for prompt in self.services.catalog:
@@ -113,6 +117,9 @@ class Stancebot(commands.AutoShardedBot):
         else:
             await self.tree.sync()
         await self.services.stance.warm_up()
+        if self.services.settings.general.freeze_gc:
+            freeze_heap()
+            self._heap_frozen = True
         await self.services.pipeline.resume()
 
     async def _detect_message_content(self) -> None:
@@ -196,7 +203,10 @@ class Stancebot(commands.AutoShardedBot):
 
     async def close(self) -> None:
         """Stop the stance worker, then disconnect (a client that never logged in has nothing to disconnect:
-        discord.py's ``AutoShardedClient.close`` fails before ``login``)."""
+        discord.py's ``AutoShardedClient.close`` fails before ``login``); give a frozen heap back to the collector."""
         await self.services.stance.close()
         if self._login_started:
             await super().close()
+        if self._heap_frozen:
+            thaw_heap()
+            self._heap_frozen = False

@@ -162,10 +162,32 @@ def train(
                 "seconds": meta["seconds"],
                 "folder": str(build / prompt.id),
             }
+            onnx = export_for_bot(settings, build / prompt.id)
+            if onnx is not None:
+                summary[prompt.id]["onnx"] = str(onnx)
         summary["total_seconds"] = round(time.perf_counter() - started, 1)
         click.echo(json.dumps(summary, indent=2))
     except StancebotError as exc:
         _fail(exc)
+
+
+def export_for_bot(settings: Any, folder: Path) -> Path | None:
+    """Export a trained encoder to ONNX as the bot will run it (``model.backend``/``quantize``), so the bot's start
+    neither imports torch nor pays for the export (peak RSS ~1.1 GB otherwise, against ~580 MB); ``None`` when the
+    bot runs torch or the model has no encoder of its own. A failed export is reported; the bot exports on start."""
+    encoder = folder / "encoder"
+    if settings.model.backend != "onnx" or not encoder.is_dir():
+        return None
+    from bot.config import resolve_quantize
+    from bot.core.onnx_export import ExportError, ensure_exported
+
+    try:
+        return ensure_exported(
+            encoder, settings.path(settings.model.onnx_cache_dir), quantized=resolve_quantize(settings)
+        )
+    except ExportError as exc:
+        click.echo(f"stancebot: {exc}; the bot will try again when it starts", err=True)
+        return None
 
 
 def _make_split(prompt: Any, *, force: bool) -> None:

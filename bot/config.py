@@ -137,11 +137,14 @@ class MetricsSettings(_Section):
 
 
 class GeneralSettings(_Section):
-    """Logging and locale."""
+    """Logging, locale and process tuning."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     timezone: str = "UTC"
+    #: Move the objects alive once the bot is set up (libraries, the model) out of the cyclic garbage collector's
+    #: reach (``gc.freeze``), so that its full collections stop stalling the event loop.
+    freeze_gc: bool = True
 
     @field_validator("timezone")
     @classmethod

@@ -10,6 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from bot.__main__ import main
+from bot.cli_model import export_for_bot
+from bot.config import ModelSettings, Settings
 from bot.core import datasets
 from bot.core.datasets import DataError, Example
 from bot.core.encoder import SentenceEncoder
@@ -165,6 +167,15 @@ def test_finetuned_variant_saves_and_loads_its_own_encoder(
     assert model is not None and model.encoder is not encoder and model.version.startswith("finetuned:")
     (result,) = model.classify(["Japan should build more missiles."])
     assert result.label in prompt.label_names
+    # `stancebot train` exports the encoder as the bot will run it, so the bot's start skips the export
+    cache = tmp_path / "onnx"
+    settings = Settings(model=ModelSettings(backend="onnx", quantize=False, onnx_cache_dir=str(cache)))
+    onnx = export_for_bot(settings, tmp_path / "defense")
+    assert onnx is not None and onnx.is_file() and onnx.parent.parent == cache
+    bot_encoder = SentenceEncoder(str(tmp_path / "defense" / "encoder"), backend="onnx", cache_dir=cache)
+    assert bot_encoder.onnx_path == onnx
+    torch_settings = Settings(model=ModelSettings(backend="torch", onnx_cache_dir=str(cache)))
+    assert export_for_bot(torch_settings, tmp_path / "defense") is None
 
 
 def per_label_slice(prompt: Prompt, n: int) -> list[Example]:

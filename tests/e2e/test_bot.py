@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
 from bot.core.encoder import SentenceEncoder
 from bot.runtime import build_runtime
+from bot.sandbox.server import LoopbackDiscord
 from bot.storage.repository import Repository
-from tests.e2e.conftest import World, e2e_settings
+from tests.e2e.conftest import World, e2e_settings, running_bot
 
 ACCEPTANCE_REPLIES = [
     ("maya", "Japan should pay way more, we protect them for free", "unfair"),
@@ -157,3 +159,16 @@ async def test_a_bot_that_never_connected_closes_cleanly(
     runtime = await build_runtime(e2e_settings(db_url, build_dir), encoder=encoder)
     await runtime.aclose()
     assert not runtime.bot.is_ready()
+
+
+async def test_the_start_up_heap_is_frozen_while_running_and_given_back_on_close(
+    server: LoopbackDiscord, db_url: str, build_dir: Path, encoder: SentenceEncoder
+) -> None:
+    """A full garbage collection over the libraries and the model stalled the event loop ~150 ms (issue 7)."""
+    gc.unfreeze()
+    async with running_bot(e2e_settings(db_url, build_dir), encoder, server) as runtime:
+        assert gc.get_freeze_count() > 50_000  # discord.py, SQLAlchemy, the model's libraries
+        assert runtime.bot._heap_frozen
+    assert gc.get_freeze_count() == 0
+    async with running_bot(e2e_settings(db_url, build_dir, STANCEBOT_GENERAL_FREEZE_GC="false"), encoder, server):
+        assert gc.get_freeze_count() == 0
