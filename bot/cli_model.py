@@ -307,6 +307,14 @@ def evaluate(
                 backlog_window=settings.model.backlog_window,
             )
         )
+        if folder is not None:  # the similarity baseline on the same replies, beside the trained model's figures
+            baseline = GatedClassifier(
+                SimilarityClassifier(prompt, encoder, threshold=settings.model.unclear_threshold),
+                max_chars=settings.model.max_chars,
+            )
+            base = run_evaluation(baseline, examples, prompt.label_names, speed=False)
+            result["baseline"] = {key: base[key] for key in ("model", "accuracy", "macro_f1", "unclear_share")}
+            result["baseline"]["macro_f1_gain"] = round(result["macro_f1"] - base["macro_f1"], 4)
         click.echo(json.dumps(result, indent=2))
     except StancebotError as exc:
         _fail(exc)

@@ -146,6 +146,24 @@ def test_trained_head_beats_similarity_on_held_out_replies(
     assert scores["trained"] >= scores["similarity"] + 0.05, scores
 
 
+def test_evaluate_prints_the_similarity_baseline_beside_a_trained_model(
+    small_models: dict[str, Path], tmp_path: Path, catalog: PromptCatalog
+) -> None:
+    data = tmp_path / "held-out.jsonl"
+    datasets.save_jsonl(data, datasets.load_split(catalog.get("alliance"), "dev")[:80])
+    args = ["evaluate", "--prompt", "alliance", "--data", str(data), "--model", str(small_models["alliance"])]
+    result = CliRunner().invoke(main, [*args, "--no-speed"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    baseline = report["baseline"]
+    assert report["model"].startswith("head:") and baseline["model"].startswith("similarity")
+    assert baseline["macro_f1_gain"] == pytest.approx(report["macro_f1"] - baseline["macro_f1"], abs=1e-4)
+    assert 0.0 <= baseline["accuracy"] <= 1.0 and baseline["macro_f1"] != report["macro_f1"]
+    alone = CliRunner().invoke(main, [*args[:-1], "similarity", "--no-speed"])
+    assert alone.exit_code == 0 and "baseline" not in json.loads(alone.stdout)
+    assert json.loads(alone.stdout)["macro_f1"] == baseline["macro_f1"]
+
+
 def test_model_folder_records_what_it_was_trained_on(small_models: dict[str, Path], catalog: PromptCatalog) -> None:
     meta = json.loads((small_models["alliance"] / "model.json").read_text(encoding="utf-8"))
     assert meta["labels"] == list(catalog.get("alliance").label_names)
