@@ -294,7 +294,12 @@ def evaluate(
             inner = SimilarityClassifier(prompt, encoder, threshold=settings.model.unclear_threshold)
         gated = GatedClassifier(inner, max_chars=settings.model.max_chars)
         used = inner.encoder if isinstance(inner, trained.HeadClassifier) else encoder
-        result = {"prompt": prompt.id, "data": data_name, "backend": used.backend, "quantized": used.quantized}
+        result: dict[str, Any] = {
+            "prompt": prompt.id,
+            "data": data_name,
+            "backend": used.backend,
+            "quantized": used.quantized,
+        }
         result.update(
             run_evaluation(
                 gated,
@@ -313,8 +318,9 @@ def evaluate(
                 max_chars=settings.model.max_chars,
             )
             base = run_evaluation(baseline, examples, prompt.label_names, speed=False)
-            result["baseline"] = {key: base[key] for key in ("model", "accuracy", "macro_f1", "unclear_share")}
-            result["baseline"]["macro_f1_gain"] = round(result["macro_f1"] - base["macro_f1"], 4)
+            figures: dict[str, Any] = {key: base[key] for key in ("model", "accuracy", "macro_f1", "unclear_share")}
+            figures["macro_f1_gain"] = round(result["macro_f1"] - base["macro_f1"], 4)
+            result["baseline"] = figures
         click.echo(json.dumps(result, indent=2))
     except StancebotError as exc:
         _fail(exc)
