@@ -171,11 +171,13 @@ def train(
         _fail(exc)
 
 
-def export_for_bot(settings: Any, folder: Path) -> Path | None:
+def export_for_bot(settings: Settings, folder: Path) -> Path | None:
     """Export a trained encoder to ONNX as the bot will run it (``model.backend``/``quantize``), so the bot's start
     neither imports torch nor pays for the export (peak RSS ~1.1 GB otherwise, against ~580 MB); ``None`` when the
     bot runs torch or the model has no encoder of its own. A failed export is reported; the bot exports on start."""
-    encoder = folder / "encoder"
+    from bot.core.trained import ENCODER_DIR
+
+    encoder = folder / ENCODER_DIR
     if settings.model.backend != "onnx" or not encoder.is_dir():
         return None
     from bot.config import resolve_quantize
@@ -280,6 +282,7 @@ def evaluate(
         if folder is None and model_choice is None:
             default = settings.path(settings.model.build_dir) / prompt.id
             folder = default if trained.read_meta(default) is not None else None
+        similarity = SimilarityClassifier(prompt, encoder, threshold=settings.model.unclear_threshold)
         inner: StanceClassifier
         base_source = str(encoder_source(settings.model.name))
         pipeline_source = base_source
@@ -291,7 +294,7 @@ def evaluate(
             if model.kind in trained.OWN_ENCODER_KINDS:
                 pipeline_source = str(folder / trained.ENCODER_DIR)
         else:
-            inner = SimilarityClassifier(prompt, encoder, threshold=settings.model.unclear_threshold)
+            inner = similarity
         gated = GatedClassifier(inner, max_chars=settings.model.max_chars)
         used = inner.encoder if isinstance(inner, trained.HeadClassifier) else encoder
         result: dict[str, Any] = {
@@ -313,10 +316,7 @@ def evaluate(
             )
         )
         if folder is not None:  # the similarity baseline on the same replies, beside the trained model's figures
-            baseline = GatedClassifier(
-                SimilarityClassifier(prompt, encoder, threshold=settings.model.unclear_threshold),
-                max_chars=settings.model.max_chars,
-            )
+            baseline = GatedClassifier(similarity, max_chars=settings.model.max_chars)
             base = run_evaluation(baseline, examples, prompt.label_names, speed=False)
             figures: dict[str, Any] = {key: base[key] for key in ("model", "accuracy", "macro_f1", "unclear_share")}
             figures["macro_f1_gain"] = round(result["macro_f1"] - base["macro_f1"], 4)
