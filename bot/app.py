@@ -12,7 +12,6 @@ import discord
 from discord.ext import commands
 
 from bot.config import Settings
-from bot.core.errors import UnknownPromptError
 from bot.core.prompts import Prompt, PromptCatalog
 from bot.core.service import StanceService
 from bot.heap import freeze_heap, thaw_heap
@@ -76,8 +75,6 @@ class Stancebot(commands.AutoShardedBot):
         )
         self.services = services
         self._posts: dict[int, PostInfo] = {}
-        #: Which guild added each prompt of the catalog (``None``: a prompt file, usable everywhere).
-        self._prompt_guild: dict[str, int | None] = {}
         #: Whether ``login`` has begun (discord.py's ``AutoShardedClient.close`` fails before it).
         self._login_started = False
         #: Whether Discord sends this bot the content of messages (see :meth:`_detect_message_content`).
@@ -93,9 +90,8 @@ class Stancebot(commands.AutoShardedBot):
 
         for prompt in self.services.catalog:
             await self.services.repo.sync_prompt(prompt)
-            self._prompt_guild[prompt.id] = None
         for prompt, guild_id in await self.services.repo.guild_added_prompts():
-            if prompt.id in self._prompt_guild:
+            if prompt.id in self.services.catalog:
                 log.warning("Guild %s's prompt %s is shadowed by the prompt file of that name", guild_id, prompt.id)
                 continue
             self.register_prompt(prompt, guild_id)
@@ -145,25 +141,17 @@ class Stancebot(commands.AutoShardedBot):
     # -- prompts ------------------------------------------------------------------------------------------------
 
     def register_prompt(self, prompt: Prompt, guild_id: int | None) -> None:
-        """Make a prompt usable (posting, classifying with the stance service's factory, autocomplete)."""
-        self.services.catalog.add(prompt)
-        self.services.stance.forget_model(prompt.id)
-        self._prompt_guild[prompt.id] = guild_id
+        """Make a prompt usable in one guild (``None``: every guild): posting, classifying, autocomplete."""
+        self.services.catalog.add(prompt, guild_id)
+        self.services.stance.forget_model(prompt.id, guild_id)
 
     def prompts_for(self, guild_id: int | None) -> list[Prompt]:
         """The prompts a guild can use: the prompt files and the prompts it added itself."""
-        return [p for p in self.services.catalog if self._prompt_guild.get(p.id) in (None, guild_id)]
+        return self.services.catalog.for_guild(guild_id)
 
     def resolve_prompt(self, prompt_id: str, guild_id: int | None) -> Prompt:
         """The prompt called ``prompt_id`` if this guild can use it; else an error listing the ones it can."""
-        owner = self._prompt_guild.get(prompt_id, -1)
-        if prompt_id in self.services.catalog and owner in (None, guild_id):
-            return self.services.catalog.get(prompt_id)
-        raise UnknownPromptError(prompt_id, [p.id for p in self.prompts_for(guild_id)])
-
-    def is_guild_prompt(self, prompt_id: str) -> bool:
-        """Whether a guild added this prompt (rather than a prompt file)."""
-        return self._prompt_guild.get(prompt_id) is not None
+        return self.services.catalog.get(prompt_id, guild_id)
 
     # -- posts --------------------------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from bot.config import Settings
-from bot.core.errors import StorageError
+from bot.core.errors import StorageError, UnknownPromptError
 from bot.core.prompts import UNCLEAR
 from bot.core.service import StanceService
 from bot.core.shards import ShardSet
@@ -514,8 +514,8 @@ class ReplyPipeline:
             self._inflight[reply.id] += 1
         try:
             try:
-                future = await self.service.submit(reply.prompt_slug, reply.content, wait=wait)
-            except LookupError:
+                future = await self.service.submit(reply.prompt_slug, reply.content, guild_id=reply.guild_id, wait=wait)
+            except UnknownPromptError:
                 log.warning("Reply %s belongs to prompt %s, which is not loaded", reply.message_id, reply.prompt_slug)
                 return None
             if future is None:  # the model's queue is full: the reply stays pending; a sweep takes it later
@@ -529,7 +529,7 @@ class ReplyPipeline:
                 if not self._give_up(reply):
                     return None
                 result = FAILED
-            version = self.service.version(reply.prompt_slug)
+            version = self.service.version(reply.prompt_slug, reply.guild_id)
             saved = await self._saver.submit(StanceWrite(reply, result, version))
             if not saved:
                 return None  # stale (edited, deleted, relabelled meanwhile) or the database failed: swept later

@@ -80,7 +80,7 @@ class Scheduler:
         clock: Clock = utcnow,
         grace: timedelta = GRACE,
         history: int = 8,
-        model_note: Callable[[str], str] | None = None,
+        model_note: Callable[[str, int], str] | None = None,
         ready: Callable[[], Awaitable[object]] | None = None,
         max_sleep: float = MAX_SLEEP,
         shards: ShardSet | None = None,
@@ -91,7 +91,7 @@ class Scheduler:
         self.clock = clock
         self.grace = grace
         self.history = history
-        self.model_note = model_note or (lambda _prompt: "")
+        self.model_note = model_note or (lambda _prompt, _guild: "")
         self.ready = ready
         self.max_sleep = max_sleep
         #: The guilds this process serves; another shard process does the others' scheduled work.
@@ -193,7 +193,7 @@ class Scheduler:
         try:
             message_id = await self.publisher.find_digest(claim) if check_existing else None
             if message_id is None:
-                prompt = self.catalog.get(claim.prompt_slug)
+                prompt = self.catalog.get(claim.prompt_slug, claim.guild_id)
                 digest = await self.store.build_digest(
                     prompt,
                     claim.guild_id,
@@ -202,7 +202,7 @@ class Scheduler:
                     history=self.history,
                     now=now,
                     late=claim.late,
-                    model_note=self.model_note(prompt.id),
+                    model_note=self.model_note(prompt.id, claim.guild_id),
                 )
                 message_id = await self.publisher.publish_digest(claim, digest)
         except Exception as exc:  # the claim stays open; it is retried after STALE_CLAIM, up to MAX_ATTEMPTS

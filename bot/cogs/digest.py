@@ -120,9 +120,9 @@ async def send_digest(channel: discord.abc.Messageable, digest: Digest, *, foote
     return await channel.send(embed=digest_embed(digest, footer=footer), file=chart_file(png), allowed_mentions=NONE)
 
 
-def _model_note(bot: Stancebot, prompt_id: str) -> str:
+def _model_note(bot: Stancebot, prompt_id: str, guild_id: int) -> str:
     """``model <version>`` when the prompt's classifier is loaded (never loads one on the event loop)."""
-    version = bot.services.stance.version(prompt_id)
+    version = bot.services.stance.version(prompt_id, guild_id)
     return "" if version == "unknown" else f"model {version}"
 
 
@@ -140,7 +140,7 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
             bot.services.catalog,
             DiscordPublisher(bot),
             clock=self.clock,
-            model_note=lambda prompt_id: _model_note(bot, prompt_id),
+            model_note=lambda prompt_id, guild_id: _model_note(bot, prompt_id, guild_id),
             ready=bot.wait_until_ready,
             shards=ShardSet.of(bot.services.settings.bot.shard_count, bot.services.settings.bot.shard_ids),
         )
@@ -236,7 +236,7 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
             cadence.period_containing(now),
             cadence,
             now=now,
-            model_note=_model_note(self.bot, definition.id),
+            model_note=_model_note(self.bot, definition.id, interaction.guild_id),
         )
         png = await asyncio.to_thread(render_chart, digest)
         await interaction.followup.send(

@@ -116,7 +116,7 @@ class AddPromptModal(discord.ui.Modal, title="Add a discussion prompt"):
         await services.repo.add_guild_prompt(prompt, interaction.guild_id, actor_id=interaction.user.id)
         self.bot.register_prompt(prompt, interaction.guild_id)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await services.stance.warm_up([prompt.id])  # builds its similarity model off the event loop
+        await services.stance.warm_up([prompt.id], guild_id=interaction.guild_id)  # off the event loop
         labels = ", ".join(f"`{name}`" for name in prompt.label_names)
         log.info("Guild %s added prompt %s", interaction.guild_id, prompt.id)
         await interaction.followup.send(
@@ -165,7 +165,7 @@ class Prompts(commands.GroupCog, group_name="prompt", group_description="Discuss
             raise PromptError(
                 f"Name {name!r} must be 2-32 characters of lowercase letters, digits and '_', starting with a letter."
             )
-        if name in self.bot.services.catalog:
+        if self.bot.services.catalog.visible(name, interaction.guild_id):
             raise PromptError(f"A prompt named {name!r} already exists; choose another name.")
         await interaction.response.send_modal(AddPromptModal(self.bot, name))
 

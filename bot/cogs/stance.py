@@ -45,7 +45,10 @@ async def label_autocomplete(interaction: discord.Interaction, current: str) -> 
             slug = await bot.services.repo.reply_prompt(parse_message_link(str(link)).message_id)
         except StancebotError:
             slug = None
-    prompts = [bot.services.catalog.get(slug)] if slug and slug in bot.services.catalog else None
+    catalog = bot.services.catalog
+    prompts = (
+        [catalog.get(slug, interaction.guild_id)] if slug and catalog.visible(slug, interaction.guild_id) else None
+    )
     for prompt in prompts or bot.prompts_for(interaction.guild_id):
         labels.extend(name for name in prompt.label_names if name not in labels)
     return [app_commands.Choice(name=name, value=name) for name in labels if current.lower() in name][:25]
@@ -144,7 +147,7 @@ class StanceCog(commands.GroupCog, group_name="stance", group_description="Stanc
         assert interaction.guild_id is not None
         definition = self.bot.resolve_prompt(prompt, interaction.guild_id)
         tally, comparison = await services.repo.standings(definition, interaction.guild_id)
-        version = services.stance.model(definition.id).version
+        version = services.stance.model(definition.id, interaction.guild_id).version
         note = f"{tally.total} counted · model {version}"
         if version.startswith("similarity:"):
             note += " (similarity baseline: no trained model yet)"

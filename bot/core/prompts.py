@@ -161,41 +161,67 @@ def load_prompt(path: Path) -> Prompt:
     return prompt_from_dict(data, where=path.name)
 
 
+#: Who owns a prompt: ``None`` for a seed prompt (a file, usable in every server), else the guild that added it.
+Owner = int | None
+
+
 class PromptCatalog:
-    """The prompts a bot knows, by id."""
+    """The prompts a bot knows: seed prompts (from files, global) and the prompts each guild added for itself.
+
+    A guild sees the seed prompts and its own, never another guild's: two guilds may each add a prompt with the same
+    name. A guild's prompt never shadows a seed prompt of the same name (the seed prompt wins).
+    """
 
     def __init__(self, prompts: Iterable[Prompt] = ()) -> None:
-        self._prompts: dict[str, Prompt] = {}
+        self._prompts: dict[Owner, dict[str, Prompt]] = {None: {}}
         for prompt in prompts:
             self.add(prompt)
 
     @classmethod
     def from_dir(cls, directory: Path) -> PromptCatalog:
-        """Load every ``*.toml`` file in ``directory``."""
+        """Load every ``*.toml`` file in ``directory`` as a seed prompt."""
         if not directory.is_dir():
             raise PromptError(f"Prompt folder {directory} does not exist.")
         return cls(load_prompt(path) for path in sorted(directory.glob("*.toml")))
 
-    def add(self, prompt: Prompt) -> None:
-        """Add or replace a prompt."""
-        self._prompts[prompt.id] = prompt
+    def add(self, prompt: Prompt, guild_id: Owner = None) -> None:
+        """Add or replace a seed prompt (``guild_id`` ``None``) or a guild's own prompt."""
+        self._prompts.setdefault(guild_id, {})[prompt.id] = prompt
 
-    def get(self, prompt_id: str) -> Prompt:
-        """The prompt with this id; raises :class:`UnknownPromptError` listing the known ids."""
-        try:
-            return self._prompts[prompt_id]
-        except KeyError:
-            raise UnknownPromptError(prompt_id, list(self._prompts)) from None
+    def owner(self, prompt_id: str, guild_id: Owner = None) -> Owner:
+        """Whose prompt ``prompt_id`` is as ``guild_id`` sees it: ``None`` (a seed prompt) or ``guild_id``; raises
+        :class:`UnknownPromptError` listing what the guild can use."""
+        if prompt_id in self._prompts[None]:
+            return None
+        if guild_id is not None and prompt_id in self._prompts.get(guild_id, {}):
+            return guild_id
+        raise UnknownPromptError(prompt_id, [p.id for p in self.for_guild(guild_id)])
+
+    def get(self, prompt_id: str, guild_id: Owner = None) -> Prompt:
+        """The prompt with this id as ``guild_id`` sees it (a seed prompt or the guild's own); raises
+        :class:`UnknownPromptError` listing the ones it can use."""
+        return self._prompts[self.owner(prompt_id, guild_id)][prompt_id]
+
+    def visible(self, prompt_id: str, guild_id: Owner = None) -> bool:
+        """Whether ``guild_id`` can use a prompt called ``prompt_id``."""
+        return prompt_id in self._prompts[None] or prompt_id in self._prompts.get(guild_id, {})
+
+    def for_guild(self, guild_id: Owner) -> list[Prompt]:
+        """The prompts a guild can use (seed prompts and its own), sorted by id."""
+        merged = dict(self._prompts.get(guild_id, {})) if guild_id is not None else {}
+        merged.update(self._prompts[None])
+        return [merged[k] for k in sorted(merged)]
 
     def ids(self) -> list[str]:
-        """Known prompt ids, sorted."""
-        return sorted(self._prompts)
+        """The seed prompts' ids, sorted."""
+        return sorted(self._prompts[None])
 
     def __iter__(self) -> Iterator[Prompt]:
-        return iter(self._prompts[k] for k in self.ids())
+        """The seed prompts, by id."""
+        return iter(self._prompts[None][k] for k in self.ids())
 
     def __len__(self) -> int:
-        return len(self._prompts)
+        return len(self._prompts[None])
 
     def __contains__(self, prompt_id: object) -> bool:
-        return prompt_id in self._prompts
+        return prompt_id in self._prompts[None]

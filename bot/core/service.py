@@ -12,7 +12,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from bot.core.prompts import Prompt, PromptCatalog
+from bot.core.errors import UnknownPromptError
+from bot.core.prompts import Owner, Prompt, PromptCatalog
 from bot.core.stance import StanceClassifier, StanceResult
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,13 @@ log = logging.getLogger(__name__)
 BatchHook = Callable[[int, float], None]
 
 
+#: A classifier's key: the prompt's owner (``None`` for a seed prompt, shared by every guild) and its id.
+ModelKey = tuple[Owner, str]
+
+
 @dataclass
 class _Job:
-    prompt_id: str
+    key: ModelKey
     text: str
     future: asyncio.Future[StanceResult]
     queued_at: float = field(default_factory=time.perf_counter)
@@ -42,7 +47,8 @@ class BatchStats:
 
 
 class StanceService:
-    """Classifies replies for any prompt in a catalog.
+    """Classifies replies for any prompt in a catalog, per guild: a guild's own prompt has its own classifier, a
+    seed prompt's classifier is shared by every guild.
 
     :meth:`submit` queues one reply and returns a future of its result; a background task gathers up to
     ``batch_size`` replies (waiting at most ``max_wait_ms`` after the first) and runs them in one worker thread, so
@@ -81,29 +87,40 @@ class StanceService:
         self._busy = 0
         self.stats = BatchStats()
 
-    def model(self, prompt_id: str) -> StanceClassifier:
-        """The classifier for a prompt, built on first use (call from the worker thread or at start-up)."""
-        if prompt_id not in self._models:
-            self._models[prompt_id] = self._factory(self.catalog.get(prompt_id))
-        return self._models[prompt_id]
+    def key(self, prompt_id: str, guild_id: Owner = None) -> ModelKey:
+        """The classifier key of ``prompt_id`` as ``guild_id`` sees it (raises for a prompt it cannot use)."""
+        return self.catalog.owner(prompt_id, guild_id), prompt_id
 
-    def version(self, prompt_id: str) -> str:
+    def model(self, prompt_id: str, guild_id: Owner = None) -> StanceClassifier:
+        """The classifier for a prompt, built on first use (call from the worker thread or at start-up)."""
+        return self._model(self.key(prompt_id, guild_id))
+
+    def _model(self, key: ModelKey) -> StanceClassifier:
+        if key not in self._models:
+            owner, prompt_id = key
+            self._models[key] = self._factory(self.catalog.get(prompt_id, owner))
+        return self._models[key]
+
+    def version(self, prompt_id: str, guild_id: Owner = None) -> str:
         """The version of the prompt's classifier if it is built, else ``"unknown"`` (never builds one)."""
-        model = self._models.get(prompt_id)
+        try:
+            model = self._models.get(self.key(prompt_id, guild_id))
+        except UnknownPromptError:
+            return "unknown"
         return model.version if model is not None else "unknown"
 
-    def forget_model(self, prompt_id: str) -> None:
+    def forget_model(self, prompt_id: str, guild_id: Owner = None) -> None:
         """Drop a cached classifier (after the prompt or its trained model changed)."""
-        self._models.pop(prompt_id, None)
+        self._models.pop((guild_id, prompt_id), None)
 
-    async def warm_up(self, prompt_ids: list[str] | None = None) -> None:
-        """Build classifiers ahead of the first reply, in the worker thread."""
+    async def warm_up(self, prompt_ids: list[str] | None = None, *, guild_id: Owner = None) -> None:
+        """Build classifiers ahead of the first reply, in the worker thread (the seed prompts by default)."""
         loop = asyncio.get_running_loop()
         for pid in prompt_ids if prompt_ids is not None else self.catalog.ids():
-            await loop.run_in_executor(self._executor, self.model, pid)
+            await loop.run_in_executor(self._executor, self._model, self.key(pid, guild_id))
 
-    def _classify_sync(self, prompt_id: str, texts: list[str]) -> list[StanceResult]:
-        return self.model(prompt_id).classify(texts)
+    def _classify_sync(self, key: ModelKey, texts: list[str]) -> list[StanceResult]:
+        return self._model(key).classify(texts)
 
     @property
     def queue_depth(self) -> int:
@@ -124,13 +141,15 @@ class StanceService:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name="stance-batcher")
 
-    async def submit(self, prompt_id: str, text: str, *, wait: bool = True) -> asyncio.Future[StanceResult] | None:
-        """Queue one reply; its result arrives on the returned future. ``None`` when the queue is full and
-        ``wait`` is false; with ``wait`` it waits for room instead."""
-        self.catalog.get(prompt_id)  # unknown prompts fail here, not in the worker
+    async def submit(
+        self, prompt_id: str, text: str, *, guild_id: Owner = None, wait: bool = True
+    ) -> asyncio.Future[StanceResult] | None:
+        """Queue one reply to ``prompt_id`` as ``guild_id`` sees it; its result arrives on the returned future.
+        ``None`` when the queue is full and ``wait`` is false; with ``wait`` it waits for room instead."""
+        key = self.key(prompt_id, guild_id)  # unknown prompts fail here, not in the worker
         self._ensure_worker()
         future: asyncio.Future[StanceResult] = asyncio.get_running_loop().create_future()
-        job = _Job(prompt_id, text, future)
+        job = _Job(key, text, future)
         if wait:
             await self._queue.put(job)
         else:
@@ -140,16 +159,16 @@ class StanceService:
                 return None
         return future
 
-    async def classify(self, prompt_id: str, text: str) -> StanceResult:
+    async def classify(self, prompt_id: str, text: str, *, guild_id: Owner = None) -> StanceResult:
         """Classify one reply (micro-batched with others); waits for room when the queue is full."""
-        future = await self.submit(prompt_id, text, wait=True)
+        future = await self.submit(prompt_id, text, guild_id=guild_id, wait=True)
         assert future is not None
         return await future
 
-    async def classify_many(self, prompt_id: str, texts: list[str]) -> list[StanceResult]:
+    async def classify_many(self, prompt_id: str, texts: list[str], *, guild_id: Owner = None) -> list[StanceResult]:
         """Classify a list of replies as one batch in the worker thread (offline analysis, evaluation)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._classify_sync, prompt_id, texts)
+        return await loop.run_in_executor(self._executor, self._classify_sync, self.key(prompt_id, guild_id), texts)
 
     async def _next_batch(self) -> list[_Job]:
         """The next batch: whatever is queued (up to ``batch_size``), waiting at most ``max_wait`` for more; under a
@@ -187,20 +206,21 @@ class StanceService:
 
     async def _process(self, jobs: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
-        groups: dict[str, list[_Job]] = defaultdict(list)
+        groups: dict[ModelKey, list[_Job]] = defaultdict(list)
         for job in jobs:
-            groups[job.prompt_id].append(job)
+            groups[job.key].append(job)
         started = time.perf_counter()
-        for prompt_id, group in groups.items():
+        for key, group in groups.items():
+            prompt_id = key[1]
             texts = [j.text for j in group]
             try:
-                results = await loop.run_in_executor(self._executor, self._classify_sync, prompt_id, texts)
+                results = await loop.run_in_executor(self._executor, self._classify_sync, key, texts)
             except Exception:  # a model failure fails replies, never the batcher
                 if len(group) > 1:
                     log.warning(
                         "A batch of %d replies for prompt %s failed; classifying them one by one", len(group), prompt_id
                     )
-                    await self._one_by_one(prompt_id, group)
+                    await self._one_by_one(key, group)
                     continue
                 log.exception("Classification of reply for prompt %s failed", prompt_id)
                 self._fail(group[0], sys.exc_info()[1])
@@ -220,14 +240,14 @@ class StanceService:
             except Exception:  # metrics never break classification
                 log.exception("Batch hook failed")
 
-    async def _one_by_one(self, prompt_id: str, group: list[_Job]) -> None:
+    async def _one_by_one(self, key: ModelKey, group: list[_Job]) -> None:
         """After a batch failed: each reply alone, so one that breaks the model fails only itself."""
         loop = asyncio.get_running_loop()
         for job in group:
             try:
-                [result] = await loop.run_in_executor(self._executor, self._classify_sync, prompt_id, [job.text])
+                [result] = await loop.run_in_executor(self._executor, self._classify_sync, key, [job.text])
             except Exception as exc:
-                log.exception("Classification of a reply for prompt %s failed", prompt_id)
+                log.exception("Classification of a reply for prompt %s failed", key[1])
                 self._fail(job, exc)
             else:
                 if not job.future.done():

@@ -203,9 +203,14 @@ class RepositoryCore:
             return out
 
     async def add_guild_prompt(self, prompt: Prompt, guild_id: int, *, actor_id: int) -> int:
-        """Store a prompt a guild's moderator added; its name must not be taken by any prompt (file or guild)."""
+        """Store a prompt a guild's moderator added; its name must not be taken by a seed prompt or by another prompt
+        of this guild (other guilds' prompts do not matter: each guild names its prompts freely)."""
         async with self.transaction() as s:
-            taken = await s.scalar(select(func.count()).select_from(PromptRow).where(PromptRow.slug == prompt.id))
+            taken = await s.scalar(
+                select(func.count())
+                .select_from(PromptRow)
+                .where(PromptRow.slug == prompt.id, PromptRow.guild_id.is_(None) | (PromptRow.guild_id == guild_id))
+            )
             if taken:
                 raise PromptError(f"A prompt named {prompt.id!r} already exists; choose another name.")
             await self._ensure_guild(s, guild_id)

@@ -10,25 +10,7 @@ from bot.core.encoder import SentenceEncoder
 from bot.runtime import build_runtime
 from bot.sandbox.server import LoopbackDiscord
 from bot.storage.repository import Repository
-from tests.e2e.conftest import World, e2e_settings, running_bot
-
-ACCEPTANCE_REPLIES = [
-    ("maya", "Japan should pay way more, we protect them for free", "unfair"),
-    ("kenji", "Japan already pays billions for the bases, it's fair", "fair"),
-    ("lucas", "Both countries gain, the bases keep Asia stable", "mutual_benefit"),
-]
-
-
-async def post_prompt(world: World, prompt: str = "alliance") -> int:
-    """Moderator posts a prompt; returns the thread id of the post."""
-    result = await world.server.slash(
-        world.guild, world.channel.id, world.moderator, "prompt", subcommand="post", options={"prompt": prompt}
-    )
-    assert "Posted" in _all_text(result)
-    post = await world.bot.post_for_thread(next(reversed(world.server.threads)))  # type: ignore[attr-defined]
-    assert post is not None
-    assert post.prompt_slug == prompt
-    return post.thread_id
+from tests.e2e.conftest import ACCEPTANCE_REPLIES, World, e2e_settings, post_prompt, running_bot
 
 
 def _all_text(result: Any) -> str:
@@ -166,9 +148,11 @@ async def test_the_start_up_heap_is_frozen_while_running_and_given_back_on_close
 ) -> None:
     """A full garbage collection over the libraries and the model stalled the event loop ~150 ms (issue 7)."""
     gc.unfreeze()
-    async with running_bot(e2e_settings(db_url, build_dir), encoder, server) as runtime:
+    async with running_bot(e2e_settings(db_url, build_dir), server, encoder=encoder) as runtime:
         assert gc.get_freeze_count() > 50_000  # discord.py, SQLAlchemy, the model's libraries
         assert runtime.bot._heap_frozen
     assert gc.get_freeze_count() == 0
-    async with running_bot(e2e_settings(db_url, build_dir, STANCEBOT_GENERAL_FREEZE_GC="false"), encoder, server):
+    async with running_bot(
+        e2e_settings(db_url, build_dir, STANCEBOT_GENERAL_FREEZE_GC="false"), server, encoder=encoder
+    ):
         assert gc.get_freeze_count() == 0

@@ -9,8 +9,7 @@ from pathlib import Path
 import bot.app
 from bot.core.encoder import SentenceEncoder
 from bot.storage.repository import Repository
-from tests.e2e.conftest import World, e2e_settings, running_bot
-from tests.e2e.test_bot import ACCEPTANCE_REPLIES, post_prompt
+from tests.e2e.conftest import ACCEPTANCE_REPLIES, World, e2e_settings, post_prompt, running_bot
 
 
 def test_the_bot_loads_the_catch_up_cog_by_default() -> None:
@@ -39,7 +38,7 @@ async def test_replies_posted_while_the_bot_was_down_are_caught_up(
     helper = world.server.create_member(world.guild, "helper", bot=True)
     await world.server.send_message(thread_id, helper, "beep")  # not a member reply
 
-    async with running_bot(e2e_settings(db_url, build_dir), encoder, world.server) as runtime:
+    async with running_bot(e2e_settings(db_url, build_dir), world.server, encoder=encoder) as runtime:
         repo = runtime.services.repo
         assert await _classified(repo, missed)
         assert await repo.count_replies() == 3  # the live one once, the two missed ones, not the bot's message

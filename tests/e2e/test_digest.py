@@ -11,8 +11,7 @@ import pytest
 from bot.cogs.digest import Digests
 from bot.core.encoder import SentenceEncoder
 from bot.sandbox.server import LoopbackDiscord
-from tests.e2e.conftest import World, e2e_settings, running_bot
-from tests.e2e.test_bot import post_prompt
+from tests.e2e.conftest import World, e2e_settings, post_prompt, running_bot
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MASS_MENTION = "@everyone <@123> Japan should pay way more, we protect them for free"
@@ -123,7 +122,7 @@ async def test_scheduled_digest_posts_once_across_a_restart(
     await world.runtime.aclose()
     clock.now += timedelta(days=3)
     settings = e2e_settings(db_url, build_dir)
-    async with running_bot(settings, encoder, world.server, clock=clock) as rt:
+    async with running_bot(settings, world.server, encoder=encoder, clock=clock) as rt:
         for ext in ("bot.cogs.digest", "bot.cogs.guild_config"):
             if ext not in rt.bot.extensions:
                 await rt.bot.load_extension(ext)

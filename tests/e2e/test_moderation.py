@@ -21,8 +21,7 @@ from bot.sandbox.server import LoopbackDiscord
 from bot.storage.db import sqlite_url
 from bot.storage.models import Reply, utcnow
 from bot.storage.repository import Repository
-from tests.e2e.conftest import World, e2e_settings, running_bot
-from tests.e2e.test_bot import post_prompt
+from tests.e2e.conftest import World, e2e_settings, new_guild, post_prompt, text_of, world_on
 
 UNFAIR = "Japan should pay way more, we protect them for free"
 FAIR = "Unfair? No way, Japan covers most of the cost of hosting U.S. troops."
@@ -32,28 +31,20 @@ UNSURE = "I guess maybe, not sure about the bases honestly"
 # -- helpers ---------------------------------------------------------------------------------------------------
 
 
-def text_of(result: Any) -> str:
-    """Everything the bot said in answer to an interaction."""
-    parts = [result.content or ""] + [f.get("content") or "" for f in result.followups]
-    if result.message is None and isinstance(result.data, dict):
-        parts.append(result.data.get("content") or "")
-    return " ".join(parts)
-
-
 def repo_of(world: World) -> Repository:
     return world.runtime.services.repo
 
 
 async def tally_of(world: World, prompt: str = "alliance") -> dict[str, int]:
     """The stored tally, without zero rows."""
-    definition = world.runtime.services.catalog.get(prompt)
+    definition = world.runtime.services.catalog.get(prompt, world.guild.id)
     tally = await repo_of(world).tally(definition, world.guild.id)
     return {label: n for label, n in tally.counts.items() if n}
 
 
 def slash(world: World, who: Any, command: str, sub: str, /, **options: Any) -> Any:
     """Run ``/command sub`` in the world's channel as ``who``."""
-    return world.server.slash(world.guild, world.channel.id, who, command, subcommand=sub, options=options or None)
+    return world.slash(who, command, sub, **options)
 
 
 async def wait_event(world: World, event: str, check: Any, action: Any) -> Any:
@@ -95,15 +86,9 @@ async def bot_on(
     **env: str,
 ) -> AsyncIterator[World]:
     """A bot with extra settings on an existing server, guild and database."""
-    async with running_bot(e2e_settings(db_url, build_dir, **env), encoder, server) as runtime:
-        yield World(server, runtime, guild, channel, moderator, members)
-
-
-def new_guild(server: LoopbackDiscord) -> tuple[Any, Any, Any]:
-    guild = server.create_guild("Test guild")
-    channel = server.create_channel(guild, "debate")
-    moderator = server.create_member(guild, "mod", permissions=discord.Permissions(manage_messages=True))
-    return guild, channel, moderator
+    settings = e2e_settings(db_url, build_dir, **env)
+    async with world_on(server, settings, encoder=encoder, guild=(guild, channel, moderator), members=members) as w:
+        yield w
 
 
 @pytest.fixture

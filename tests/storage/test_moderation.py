@@ -182,10 +182,11 @@ async def test_prompt_management(repo: Repository, catalog: PromptCatalog) -> No
     tariffs = prompt_from_dict(data)
     await repo.add_guild_prompt(tariffs, G, actor_id=MOD)
     with pytest.raises(PromptError, match="already exists"):
-        await repo.add_guild_prompt(tariffs, 2, actor_id=MOD)  # names are unique across guilds
+        await repo.add_guild_prompt(tariffs, G, actor_id=MOD)  # a guild names each of its prompts once
+    await repo.add_guild_prompt(tariffs, 3, actor_id=MOD)  # another guild may use the same name
     with pytest.raises(PromptError, match="already exists"):
         await repo.add_guild_prompt(catalog.get("alliance"), G, actor_id=MOD)
-    assert [(p.id, g) for p, g in await repo.guild_added_prompts()] == [("tariffs", G)]
+    assert [(p.id, g) for p, g in await repo.guild_added_prompts()] == [("tariffs", G), ("tariffs", 3)]
 
     post = await _post(repo, catalog)
     await _reply(repo, post, 1, author=7, label="unfair")
