@@ -5,7 +5,7 @@
 Fills a fresh database (migrated with Alembic) through the drivers' bulk paths (``executemany`` on SQLite, ``COPY``
 on PostgreSQL) with one prompt in one guild: 1,000,000 stances on about 910,000 replies (one in ten replies was
 reclassified, so it has an older stance that is no longer current) from 20,000 members over 52 weeks. Which stances
-count follows the tally's member rule. Then it times ``DigestStore.build_digest`` for the last complete week with
+count follows the tally's member rule. Then it times ``DigestQueries.build_digest`` for the last complete week with
 an 8-week trend (what the scheduler does), cold and warm, and prints the figures. Not a test: nothing is asserted.
 """
 
@@ -31,8 +31,8 @@ from bot import PROJECT_ROOT
 from bot.core.periods import Cadence
 from bot.core.prompts import UNCLEAR, PromptCatalog
 from bot.storage.db import make_engine, make_sessionmaker, sqlite_url, upgrade
-from bot.storage.digests import DigestStore
-from bot.storage.repository import PostInfo, Repository
+from bot.storage.records import PostInfo
+from bot.storage.repository import Repository
 
 GUILD = 424242
 PG_DSN = os.environ.get("STANCEBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -109,9 +109,11 @@ async def _setup(engine: AsyncEngine) -> tuple[Repository, PostInfo]:
     await upgrade(engine)
     repo = Repository(make_sessionmaker(engine))
     catalog = PromptCatalog.from_dir(PROJECT_ROOT / "models" / "prompts")
-    await repo.ensure_guild(GUILD, "bench")
-    await repo.sync_prompt(catalog.get("alliance"))
-    post = await repo.record_post("alliance", guild_id=GUILD, channel_id=1, message_id=2, thread_id=3, posted_by=None)
+    await repo.guilds.ensure_guild(GUILD, "bench")
+    await repo.prompts.sync_prompt(catalog.get("alliance"))
+    post = await repo.prompts.record_post(
+        "alliance", guild_id=GUILD, channel_id=1, message_id=2, thread_id=3, posted_by=None
+    )
     return repo, post
 
 
@@ -166,7 +168,7 @@ async def bench(backend: str, url: str, args: argparse.Namespace) -> dict[str, A
         t0 = perf_counter()
         await (load_sqlite if backend == "sqlite" else load_postgres)(engine, replies, stances)
         loaded = perf_counter() - t0
-        store = DigestStore(repo)
+        store = repo
         prompt = PromptCatalog.from_dir(PROJECT_ROOT / "models" / "prompts").get("alliance")
         cadence = Cadence("weekly", 0, time(9), "Europe/Berlin")
         period = cadence.last_complete(end)
@@ -174,7 +176,7 @@ async def bench(backend: str, url: str, args: argparse.Namespace) -> dict[str, A
         digest = None
         for _ in range(args.repeat + 1):
             t0, c0 = perf_counter(), process_time()
-            digest = await store.build_digest(prompt, GUILD, period, cadence, history=8, now=end)
+            digest = await store.digests.build_digest(prompt, GUILD, period, cadence, history=8, now=end)
             times.append(perf_counter() - t0)
             cpu.append(process_time() - c0)
         assert digest is not None

@@ -16,7 +16,8 @@ from bot.core.prompts import Prompt, PromptCatalog
 from bot.core.service import StanceService
 from bot.heap import freeze_heap, thaw_heap
 from bot.pipeline import ReplyPipeline
-from bot.storage.repository import PostInfo, Repository
+from bot.storage.records import PostInfo
+from bot.storage.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +90,13 @@ class Stancebot(commands.AutoShardedBot):
         from bot.cogs._views import DYNAMIC_ITEMS
 
         for prompt in self.services.catalog:
-            await self.services.repo.sync_prompt(prompt)
-        for prompt, guild_id in await self.services.repo.guild_added_prompts():
+            await self.services.repo.prompts.sync_prompt(prompt)
+        for prompt, guild_id in await self.services.repo.prompts.guild_added_prompts():
             if prompt.id in self.services.catalog:
                 log.warning("Guild %s's prompt %s is shadowed by the prompt file of that name", guild_id, prompt.id)
                 continue
             self.register_prompt(prompt, guild_id)
-        for post in await self.services.repo.open_posts():
+        for post in await self.services.repo.prompts.open_posts():
             self._posts[post.thread_id] = post
         await self._detect_message_content()
         self.add_dynamic_items(*DYNAMIC_ITEMS)
@@ -163,7 +164,7 @@ class Stancebot(commands.AutoShardedBot):
         """The prompt post a thread belongs to (cached; falls back to the database)."""
         post = self._posts.get(thread_id)
         if post is None:
-            post = await self.services.repo.post_for_thread(thread_id)
+            post = await self.services.repo.prompts.post_for_thread(thread_id)
             if post is not None:
                 self._posts[thread_id] = post
         return post

@@ -166,9 +166,8 @@ async def analyze_export(
     console: Console | None = None,
 ) -> Analysis:
     """Classify and store every member message of an export, then write the digest, chart and CSV."""
-    from bot.storage.bulk import ClassifiedReply, current_stances, recount, store_classified
     from bot.storage.db import database_errors, make_engine, make_sessionmaker, upgrade
-    from bot.storage.digests import DigestStore
+    from bot.storage.records import NewReply
     from bot.storage.repository import Repository
 
     console = console or Console(stderr=True)
@@ -182,9 +181,9 @@ async def analyze_export(
         with database_errors(database_url):
             await upgrade(engine)
         repo = Repository(make_sessionmaker(engine), count_mode="reply" if count_mode == "reply" else "member")
-        await repo.ensure_guild(export.guild_id, export.guild_name)
-        await repo.sync_prompt(prompt)
-        post = await repo.post_for_thread(export.channel_id) or await repo.record_post(
+        await repo.guilds.ensure_guild(export.guild_id, export.guild_name)
+        await repo.prompts.sync_prompt(prompt)
+        post = await repo.prompts.post_for_thread(export.channel_id) or await repo.prompts.record_post(
             prompt.id,
             guild_id=export.guild_id,
             channel_id=export.channel_id,
@@ -192,7 +191,7 @@ async def analyze_export(
             thread_id=export.channel_id,
             posted_by=None,
         )
-        before = await repo.count_replies([m.id for m in export.messages])
+        before = await repo.tallies.count_replies([m.id for m in export.messages])
         new_authors: set[int] = set()
         with progress_bar(console) as progress:
             task = progress.add_task("Classifying", total=len(export.messages), rate="")
@@ -200,21 +199,21 @@ async def analyze_export(
             for batch in _batches(export.messages, batch_size):
                 results = await asyncio.to_thread(classifier.classify, [m.content for m in batch])
                 rows = [
-                    ClassifiedReply(m.id, m.author_id, m.content, m.timestamp, r)
+                    (NewReply(post, m.id, m.author_id, m.content, m.timestamp), r)
                     for m, r in zip(batch, results, strict=True)
                 ]
-                new_authors |= await store_classified(repo, post, rows, model_version=classifier.version)
+                new_authors |= await repo.writes.store_classified(post, rows, model_version=classifier.version)
                 progress.advance(task, len(batch))
                 elapsed = asyncio.get_running_loop().time() - started
                 done = progress.tasks[0].completed
                 progress.update(task, rate=f"{done / elapsed:,.0f} msg/s" if elapsed > 0 else "")
         console.print(f"Counting stances of {len(new_authors)} members …")
-        await recount(repo, post, new_authors)
-        tally = await repo.tally(prompt, export.guild_id)
-        stances = await current_stances(repo, post)
-        stored = await repo.count_replies([m.id for m in export.messages]) - before
+        await repo.writes.recount_authors(post, new_authors)
+        tally = await repo.tallies.tally(prompt, export.guild_id)
+        stances = await repo.tallies.current_stances(post)
+        stored = await repo.tallies.count_replies([m.id for m in export.messages]) - before
         last = export.messages[-1].timestamp
-        digest = await DigestStore(repo).build_digest(
+        digest = await repo.digests.build_digest(
             prompt,
             export.guild_id,
             cadence.period_containing(last),

@@ -42,10 +42,10 @@ async def export_text(
             raise StancebotError("The database has no up-to-date Stancebot schema; run `stancebot db upgrade`.")
         repo = Repository(make_sessionmaker(engine))
         if corrections:
-            found = await repo.corrections(prompt)
+            found = await repo.moderation.corrections(prompt)
             return corrections_to_jsonl(found), len(found)
         assert prompt is not None and guild_id is not None
-        rows = await repo.export_rows(prompt, guild_id)
+        rows = await repo.privacy.export_rows(prompt, guild_id)
         return render_rows(rows, fmt), len(rows)
     finally:
         await engine.dispose()

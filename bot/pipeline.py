@@ -3,7 +3,7 @@
 The guarantees, and how they are kept:
 
 * **Stored before classified.** A reply is inserted as ``pending`` (batched: one transaction per batch, see
-  :class:`bot.storage.ingest.IngestStore`), then queued for the model (:class:`bot.core.service.StanceService`),
+  :class:`bot.storage.writes.Writes`), then queued for the model (:class:`bot.core.service.StanceService`),
   then its stance is saved (batched too). A crash anywhere leaves it ``pending``, and every start classifies what
   is pending (:meth:`ReplyPipeline.resume`).
 * **Bounded memory.** The model's queue is bounded. When it is full a new reply is not held in memory: it stays
@@ -41,8 +41,9 @@ from bot.core.service import StanceService
 from bot.core.shards import ShardSet
 from bot.core.stance import StanceResult
 from bot.durability import Record, Spool
-from bot.storage.ingest import IngestStore, NewReply, StanceWrite
-from bot.storage.repository import PostInfo, ReplyRef, Repository
+from bot.storage.records import NewReply, PostInfo, ReplyRef, StanceWrite
+from bot.storage.repository import Repository
+from bot.storage.writes import Writes
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class ReplyPipeline:
         repo: Repository,
         service: StanceService,
         *,
-        store: IngestStore | None = None,
+        store: Writes | None = None,
         spool: Spool | None = None,
         options: PipelineOptions | None = None,
         observer: PipelineObserver | None = None,
@@ -248,7 +249,7 @@ class ReplyPipeline:
     ) -> None:
         self.repo = repo
         self.service = service
-        self.store = store or IngestStore(repo)
+        self.store = store or repo.writes
         self.spool = spool
         self.options = options or PipelineOptions()
         self.observer: PipelineObserver = observer or NullObserver()
@@ -379,7 +380,7 @@ class ReplyPipeline:
             await self._spool_or_drop(record)
             return None
         try:
-            reply = await self.repo.edit_reply(message_id, content, edited_at)
+            reply = await self.store.edit_reply(message_id, content, edited_at)
         except StorageError as exc:
             self._database_failed("edit", exc)
             await self._spool_or_drop(record)
@@ -394,7 +395,7 @@ class ReplyPipeline:
             await self._spool_or_drop(record)
             return False
         try:
-            return await self.repo.delete_reply(message_id)
+            return await self.store.delete_reply(message_id)
         except StorageError as exc:
             self._database_failed("delete", exc)
             await self._spool_or_drop(record)
@@ -674,10 +675,10 @@ class ReplyPipeline:
         try:
             if record.get("op") == "edit":
                 edited = datetime.fromisoformat(record["edited_at"])
-                if await self.repo.edit_reply(int(record["message_id"]), str(record["content"]), edited) is not None:
+                if await self.store.edit_reply(int(record["message_id"]), str(record["content"]), edited) is not None:
                     self._sweep_requested = True
             elif record.get("op") == "delete":
-                await self.repo.delete_reply(int(record["message_id"]))
+                await self.store.delete_reply(int(record["message_id"]))
             else:
                 raise ValueError(f"unknown spool op {record.get('op')!r}")
         except Exception as exc:

@@ -24,8 +24,9 @@ from bot.core.digest import Digest
 from bot.core.errors import StancebotError
 from bot.core.prompts import PromptCatalog
 from bot.core.shards import ShardSet
-from bot.storage.digests import DigestClaim, DigestStore, PromptScheduleInfo, ScheduleInfo
+from bot.storage.digests import DigestQueries
 from bot.storage.models import utcnow
+from bot.storage.schedules import DigestClaim, PromptScheduleInfo, ScheduleInfo, Schedules
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ class Scheduler:
 
     def __init__(
         self,
-        store: DigestStore,
+        schedules: Schedules,
+        digests: DigestQueries,
         catalog: PromptCatalog,
         publisher: Publisher,
         *,
@@ -85,7 +87,8 @@ class Scheduler:
         max_sleep: float = MAX_SLEEP,
         shards: ShardSet | None = None,
     ) -> None:
-        self.store = store
+        self.schedules = schedules
+        self.digests = digests
         self.catalog = catalog
         self.publisher = publisher
         self.clock = clock
@@ -127,7 +130,7 @@ class Scheduler:
             self._wake.clear()
             try:
                 await self.run_due()
-                wake_at = await self.store.next_wakeup(shards=self.shards)
+                wake_at = await self.schedules.next_wakeup(shards=self.shards)
             except Exception:  # a background loop logs and goes on
                 log.exception("Scheduler run failed; retrying in %.0f s", self.max_sleep)
                 wake_at = None
@@ -144,13 +147,13 @@ class Scheduler:
         async with self._lock:
             now = self.clock()
             outcomes = []
-            for schedule in await self.store.due_schedules(now, shards=self.shards):
+            for schedule in await self.schedules.due_schedules(now, shards=self.shards):
                 outcomes.append(await self._guard("digest", schedule.id, self._fire(schedule, now)))
-            for claim_id in await self.store.abandoned_claims(now, shards=self.shards):
+            for claim_id in await self.schedules.abandoned_claims(now, shards=self.shards):
                 outcomes.append(await self._guard("digest", claim_id, self._retry(claim_id, now)))
-            if await self.store.fail_abandoned_prompt_posts(now, shards=self.shards):
+            if await self.schedules.fail_abandoned_prompt_posts(now, shards=self.shards):
                 log.warning("Scheduled prompt posts abandoned by a stopped process were marked failed")
-            for prompt_schedule in await self.store.due_prompt_schedules(now, shards=self.shards):
+            for prompt_schedule in await self.schedules.due_prompt_schedules(now, shards=self.shards):
                 outcomes.append(
                     await self._guard("prompt", prompt_schedule.id, self._post_prompt(prompt_schedule, now))
                 )
@@ -175,15 +178,15 @@ class Scheduler:
                     schedule.id,
                     period.start.isoformat(),
                 )
-            claim = await self.store.claim_digest(schedule, period, worker=self.worker, now=now, late=late)
+            claim = await self.schedules.claim_digest(schedule, period, worker=self.worker, now=now, late=late)
             if claim is None:
                 return Outcome("digest", schedule.id, "already-claimed", period.start.isoformat())
             return await self._publish(claim, now, check_existing=False)
         finally:
-            await self.store.advance_schedule(schedule, now)
+            await self.schedules.advance_schedule(schedule, now)
 
     async def _retry(self, claim_id: int, now: datetime) -> Outcome:
-        claim = await self.store.take_over(claim_id, worker=self.worker, now=now, grace=self.grace)
+        claim = await self.schedules.take_over(claim_id, worker=self.worker, now=now, grace=self.grace)
         if claim is None:
             return Outcome("digest", claim_id, "none")
         log.warning("Retrying digest claim %s (attempt %d)", claim.id, claim.attempts)
@@ -194,7 +197,7 @@ class Scheduler:
             message_id = await self.publisher.find_digest(claim) if check_existing else None
             if message_id is None:
                 prompt = self.catalog.get(claim.prompt_slug, claim.guild_id)
-                digest = await self.store.build_digest(
+                digest = await self.digests.build_digest(
                     prompt,
                     claim.guild_id,
                     claim.period,
@@ -216,22 +219,22 @@ class Scheduler:
                 exc_info=not isinstance(exc, StancebotError),
             )
             return Outcome("digest", claim.id, "failed", str(exc)[:200])
-        await self.store.mark_posted(claim.id, message_id, now=self.clock())
+        await self.schedules.mark_posted(claim.id, message_id, now=self.clock())
         log.info("Posted digest %s for guild %s prompt %s", claim.id, claim.guild_id, claim.prompt_slug)
         return Outcome("digest", claim.id, "posted-late" if claim.late else "posted", claim.period.start.isoformat())
 
     async def _post_prompt(self, schedule: PromptScheduleInfo, now: datetime) -> Outcome:
-        if not await self.store.claim_prompt_schedule(schedule.id, worker=self.worker, now=now):
+        if not await self.schedules.claim_prompt_schedule(schedule.id, worker=self.worker, now=now):
             return Outcome("prompt", schedule.id, "already-claimed")
         try:
             message_id, thread_id = await self.publisher.publish_prompt(schedule)
         except Exception as exc:
             log.warning("Scheduled prompt %s could not be posted", schedule.id, exc_info=True)
-            await self.store.finish_prompt_schedule(
+            await self.schedules.finish_prompt_schedule(
                 schedule.id, "failed", now=now, error=str(exc) or type(exc).__name__
             )
             return Outcome("prompt", schedule.id, "failed", str(exc)[:200])
-        await self.store.finish_prompt_schedule(
+        await self.schedules.finish_prompt_schedule(
             schedule.id, "posted", now=self.clock(), message_id=message_id, thread_id=thread_id
         )
         return Outcome("prompt", schedule.id, "posted")

@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -20,7 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot import PROJECT_ROOT
 from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import PromptCatalog
+from bot.core.stance import StanceResult
 from bot.storage.db import make_engine, make_sessionmaker, sqlite_url, upgrade
+from bot.storage.records import NewReply, PostInfo, ReplyRef, StanceWrite
 from bot.storage.repository import Repository
 
 PG_DSN = os.environ.get("STANCEBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -119,3 +122,16 @@ def repo(engine: AsyncEngine) -> Repository:
 def sqlite_path(tmp_path: Path) -> Iterator[Path]:
     """A path for a SQLite file."""
     return tmp_path / "bot.db"
+
+
+async def add_reply(
+    repo: Repository, post: PostInfo, *, message_id: int, author_id: int, content: str, created_at: datetime
+) -> ReplyRef | None:
+    """Store one reply: the write path with a batch of one."""
+    [ref] = await repo.writes.add_replies([NewReply(post, message_id, author_id, content, created_at)])
+    return ref
+
+
+async def save_stance(repo: Repository, reply: ReplyRef, result: StanceResult, *, model_version: str) -> None:
+    """Save one model stance for a stored reply: the write path with a batch of one."""
+    await repo.writes.save_stances([StanceWrite(reply, result, model_version)])

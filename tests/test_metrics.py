@@ -15,7 +15,7 @@ import aiohttp
 from bot.core.stance import StanceResult
 from bot.metrics import JsonLogFormatter, LoopLagProbe, Metrics, MetricsServer, health_report
 from bot.pipeline import ReplyOutcome
-from bot.storage.repository import ReplyRef
+from bot.storage.records import ReplyRef
 
 
 def _value(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:

@@ -18,9 +18,9 @@ from bot.core.service import StanceService
 from bot.core.stance import StanceResult
 from bot.durability import Spool
 from bot.pipeline import PipelineOptions, ReplyBufferedError, ReplyOutcome, ReplyPipeline
-from bot.storage.ingest import IngestStore, NewReply
 from bot.storage.models import Reply, Stance
-from bot.storage.repository import PostInfo, Repository
+from bot.storage.records import NewReply, PostInfo
+from bot.storage.repository import Repository
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 FAST = PipelineOptions(write_max_wait_ms=1, retry_initial_s=0.02, retry_max_s=0.1, max_attempts=3)
@@ -69,10 +69,12 @@ class Outage:
 
 @pytest.fixture
 async def post(repo: Repository, catalog: PromptCatalog) -> PostInfo:
-    await repo.ensure_guild(1, "guild")
+    await repo.guilds.ensure_guild(1, "guild")
     for prompt in catalog:
-        await repo.sync_prompt(prompt)
-    return await repo.record_post("alliance", guild_id=1, channel_id=10, message_id=11, thread_id=12, posted_by=5)
+        await repo.prompts.sync_prompt(prompt)
+    return await repo.prompts.record_post(
+        "alliance", guild_id=1, channel_id=10, message_id=11, thread_id=12, posted_by=5
+    )
 
 
 def _service(catalog: PromptCatalog, model: Keyword | None = None, max_queue: int = 1000) -> StanceService:
@@ -169,10 +171,10 @@ async def test_a_database_outage_spools_writes_and_replays_them_in_order(
     stances = await model_stances(repo)
     assert {m: n for m, n in stances.items() if m >= 10} == dict.fromkeys(range(10, 61), 1)
     assert stances[1] == 2  # the edit, replayed after the outage, was classified again
-    assert (await repo.stance_of(1)).label == "unfair"  # type: ignore[union-attr]
+    assert (await repo.tallies.stance_of(1)).label == "unfair"  # type: ignore[union-attr]
     async with repo.sessions() as session:  # the delete was replayed too
         assert await session.scalar(select(Reply.deleted_at).where(Reply.message_id == 2)) is not None
-    assert await repo.count_replies() == 54
+    assert await repo.tallies.count_replies() == 54
 
 
 async def test_spooled_writes_survive_a_restart(make: Any, post: PostInfo, repo: Repository, tmp_path: Path) -> None:
@@ -204,8 +206,8 @@ async def test_a_failed_classification_is_retried_and_a_poisonous_one_given_up(
             break
         await asyncio.sleep(0.05)
     assert await model_stances(repo) == {1: 1, 2: 1, 3: 1}
-    assert (await repo.stance_of(1)).label == "fair"  # type: ignore[union-attr]
-    poisoned = await repo.stance_of(2)
+    assert (await repo.tallies.stance_of(1)).label == "fair"  # type: ignore[union-attr]
+    poisoned = await repo.tallies.stance_of(2)
     assert poisoned is not None and poisoned.label == UNCLEAR and poisoned.reason == "classification failed"
 
 

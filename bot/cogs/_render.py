@@ -11,7 +11,7 @@ from bot.core.moderation import AuditRecord, message_link
 from bot.core.prompts import Prompt
 from bot.core.tally import Tally, render_table
 from bot.core.text import neutralise_mentions, shorten
-from bot.storage.repository import PromptOverview, ReviewInfo
+from bot.storage.records import PromptOverview, ReviewInfo
 
 COLOUR = discord.Colour.blurple()
 REVIEW_COLOUR = discord.Colour.orange()

@@ -20,7 +20,7 @@ from bot.cogs._checks import ensure_moderator
 from bot.cogs._render import review_done_embed, review_embed
 from bot.cogs.errors import guarded
 from bot.core.prompts import Prompt
-from bot.storage.repository import ReviewInfo
+from bot.storage.records import ReviewInfo
 
 if TYPE_CHECKING:
     from bot.app import Stancebot
@@ -67,7 +67,7 @@ class DeclareButton(
         if interaction.guild_id is None or interaction.message is None:
             return
         bot = _bot(interaction)
-        result = await bot.services.repo.declare(
+        result = await bot.services.repo.writes.declare(
             interaction.message.id, author_id=interaction.user.id, label=self.stance
         )
         if result.current is None:
@@ -113,7 +113,7 @@ class ReviewButton(
         ensure_moderator(interaction)
         assert interaction.guild_id is not None
         bot = _bot(interaction)
-        record = await bot.services.repo.resolve_review(
+        record = await bot.services.repo.moderation.resolve_review(
             self.item_id, guild_id=interaction.guild_id, label=self.stance, actor_id=interaction.user.id
         )
         outcome = f"Labelled `{record.to_label}` (model: `{record.from_label}`) by <@{interaction.user.id}>."
@@ -148,7 +148,7 @@ class ReviewSkipButton(
     async def _skip(self, interaction: discord.Interaction) -> None:
         ensure_moderator(interaction)
         assert interaction.guild_id is not None
-        await _bot(interaction).services.repo.skip_review(
+        await _bot(interaction).services.repo.moderation.skip_review(
             self.item_id, guild_id=interaction.guild_id, actor_id=interaction.user.id
         )
         await show_after_review(interaction, self.item_id, f"Skipped by <@{interaction.user.id}>.")
@@ -185,13 +185,13 @@ async def show_after_review(interaction: discord.Interaction, item_id: int, outc
     repo = _bot(interaction).services.repo
     message = interaction.message
     if message is not None and message.flags.ephemeral and interaction.guild_id is not None:
-        nxt = await repo.next_review(interaction.guild_id)
+        nxt = await repo.moderation.next_review(interaction.guild_id)
         if nxt is not None:
             await interaction.response.edit_message(content=outcome, embed=review_embed(nxt), view=review_view(nxt))
             return
         await interaction.response.edit_message(content=f"{outcome} The review queue is empty.", embed=None, view=None)
         return
-    info = await repo.review_item(item_id)
+    info = await repo.moderation.review_item(item_id)
     if info is None:
         await interaction.response.edit_message(content=outcome, embed=None, view=None)
         return

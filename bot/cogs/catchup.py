@@ -22,8 +22,7 @@ import discord
 from discord.ext import commands
 
 from bot.core.errors import StancebotError
-from bot.storage.ingest import NewReply
-from bot.storage.repository import PostInfo
+from bot.storage.records import NewReply, PostInfo
 
 if TYPE_CHECKING:
     from bot.app import Stancebot
@@ -106,14 +105,14 @@ class CatchUp(commands.Cog):
         services = self.bot.services
         posts = [
             post
-            for post in await services.repo.open_posts()
+            for post in await services.repo.prompts.open_posts()
             if services.pipeline.owns_guild(post.guild_id) and self.bot.get_guild(post.guild_id) is not None
         ]
         return await self._catch_up(posts)
 
     async def catch_up_threads(self, thread_ids: set[int]) -> None:
         """Catch up these threads (the pipeline could not keep some of their replies)."""
-        posts = [post for post in await self.bot.services.repo.open_posts() if post.thread_id in thread_ids]
+        posts = [post for post in await self.bot.services.repo.prompts.open_posts() if post.thread_id in thread_ids]
         await self._catch_up(posts)
 
     async def _catch_up(self, posts: Sequence[PostInfo]) -> CatchUpReport:

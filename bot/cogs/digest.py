@@ -26,8 +26,8 @@ from bot.core.errors import StancebotError
 from bot.core.periods import WEEKDAYS, Cadence, PeriodKind, ScheduleError, parse_kind, parse_local_time, zone
 from bot.core.shards import ShardSet
 from bot.scheduler import Scheduler
-from bot.storage.digests import DigestClaim, DigestStore, PromptScheduleInfo, ScheduleInfo
 from bot.storage.models import utcnow
+from bot.storage.schedules import DigestClaim, PromptScheduleInfo, ScheduleInfo
 
 if TYPE_CHECKING:
     from bot.app import Stancebot
@@ -53,9 +53,9 @@ def clock_of(bot: Stancebot) -> Callable[[], datetime]:
     return now
 
 
-async def guild_zone(bot: Stancebot, store: DigestStore, guild_id: int) -> str:
+async def guild_zone(bot: Stancebot, guild_id: int) -> str:
     """The guild's time zone: set with ``/config timezone``, else ``general.timezone`` from the settings."""
-    return await store.guild_timezone(guild_id) or bot.services.settings.general.timezone
+    return await bot.services.repo.guilds.guild_timezone(guild_id) or bot.services.settings.general.timezone
 
 
 def when(instant: datetime) -> str:
@@ -134,9 +134,10 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
     def __init__(self, bot: Stancebot) -> None:
         self.bot = bot
         self.clock = clock_of(bot)
-        self.store = DigestStore(bot.services.repo)
+        self.repo = bot.services.repo
         self.scheduler = Scheduler(
-            self.store,
+            self.repo.schedules,
+            self.repo.digests,
             bot.services.catalog,
             DiscordPublisher(bot),
             clock=self.clock,
@@ -165,10 +166,10 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
 
     async def _cadence(self, guild_id: int, prompt_id: str, kind: PeriodKind) -> Cadence:
         """The guild's schedule's cadence for this prompt and kind; else calendar periods in the guild's zone."""
-        for schedule in await self.store.schedules(guild_id):
+        for schedule in await self.repo.schedules.schedules(guild_id):
             if schedule.prompt_slug == prompt_id and schedule.cadence.kind == kind:
                 return schedule.cadence
-        return Cadence(kind, tz=await guild_zone(self.bot, self.store, guild_id))
+        return Cadence(kind, tz=await guild_zone(self.bot, guild_id))
 
     @app_commands.command(name="schedule", description="Post a prompt's stance digest in a channel every week")
     @app_commands.describe(
@@ -197,10 +198,10 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
         at = parse_local_time(time)
         kind = parse_kind(period.value if period else "weekly")
         require_bot_permissions(channel, send_messages=True, embed_links=True, attach_files=True)
-        await self.bot.services.repo.ensure_guild(interaction.guild.id, interaction.guild.name)
-        tz = await guild_zone(self.bot, self.store, interaction.guild.id)
+        await self.bot.services.repo.guilds.ensure_guild(interaction.guild.id, interaction.guild.name)
+        tz = await guild_zone(self.bot, interaction.guild.id)
         cadence = Cadence(kind, weekday.value, at, tz)
-        info = await self.store.upsert_schedule(
+        info = await self.repo.schedules.upsert_schedule(
             interaction.guild.id, definition.id, channel.id, cadence, created_by=interaction.user.id, now=self.clock()
         )
         self.scheduler.wake()
@@ -230,7 +231,7 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
             interaction.guild_id, definition.id, parse_kind(period.value if period else "weekly")
         )
         now = self.clock()
-        digest = await self.store.build_digest(
+        digest = await self.repo.digests.build_digest(
             definition,
             interaction.guild_id,
             cadence.period_containing(now),
@@ -250,8 +251,8 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
     async def list_(self, interaction: discord.Interaction) -> None:
         """Every active digest schedule and pending prompt post of the guild."""
         assert interaction.guild_id is not None
-        digests = await self.store.schedules(interaction.guild_id)
-        prompts = await self.store.prompt_schedules(interaction.guild_id)
+        digests = await self.repo.schedules.schedules(interaction.guild_id)
+        prompts = await self.repo.schedules.prompt_schedules(interaction.guild_id)
         lines = [
             f"`digest:{s.id}` **{s.prompt_slug}** {s.cadence.kind} in <#{s.channel_id}>, "
             f"{s.cadence.describe()}; next {when(s.next_due_at)}"
@@ -272,14 +273,14 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
         kind, _, raw_id = what.partition(":")
         stopped: list[str] = []
         if kind == "prompt" and raw_id.isdigit():
-            cancelled = await self.store.cancel_prompt_schedule(interaction.guild_id, int(raw_id))
+            cancelled = await self.repo.schedules.cancel_prompt_schedule(interaction.guild_id, int(raw_id))
             if cancelled is not None:
                 stopped.append(f"the post of **{cancelled.prompt_slug}** at {when(cancelled.post_at)}")
         elif kind == "digest" and raw_id.isdigit():
-            found = await self.store.cancel_schedules(interaction.guild_id, schedule_id=int(raw_id))
+            found = await self.repo.schedules.cancel_schedules(interaction.guild_id, schedule_id=int(raw_id))
             stopped += [_schedule_text(s) for s in found]
         else:
-            found = await self.store.cancel_schedules(interaction.guild_id, prompt_slug=what.strip())
+            found = await self.repo.schedules.cancel_schedules(interaction.guild_id, prompt_slug=what.strip())
             stopped += [_schedule_text(s) for s in found]
         text = (
             "Stopped " + "; ".join(stopped) + "."
@@ -294,13 +295,13 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
             return []
         choices = [
             app_commands.Choice(name=_schedule_text(s)[:100], value=f"digest:{s.id}")
-            for s in await self.store.schedules(interaction.guild_id)
+            for s in await self.repo.schedules.schedules(interaction.guild_id)
         ]
         choices += [
             app_commands.Choice(
                 name=f"post {p.prompt_slug} at {p.post_at:%Y-%m-%d %H:%M} UTC"[:100], value=f"prompt:{p.id}"
             )
-            for p in await self.store.prompt_schedules(interaction.guild_id)
+            for p in await self.repo.schedules.prompt_schedules(interaction.guild_id)
         ]
         current = current.lower()
         return [c for c in choices if current in c.name.lower() or current in c.value][:25]
@@ -354,11 +355,11 @@ def _prompt_schedule_command(cog: Digests) -> app_commands.Command[app_commands.
         require_bot_permissions(
             target, send_messages=True, embed_links=True, create_public_threads=True, send_messages_in_threads=True
         )
-        tz = await guild_zone(cog.bot, cog.store, interaction.guild.id)
+        tz = await guild_zone(cog.bot, interaction.guild.id)
         now = cog.clock()
         post_at = parse_post_time(date, time, tz, now)
-        await cog.bot.services.repo.ensure_guild(interaction.guild.id, interaction.guild.name)
-        info = await cog.store.add_prompt_schedule(
+        await cog.bot.services.repo.guilds.ensure_guild(interaction.guild.id, interaction.guild.name)
+        info = await cog.repo.schedules.add_prompt_schedule(
             interaction.guild.id, definition.id, target.id, post_at, tz=tz, created_by=interaction.user.id, now=now
         )
         cog.scheduler.wake()

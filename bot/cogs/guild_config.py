@@ -13,7 +13,6 @@ from discord.ext import commands
 
 from bot.cogs._checks import moderator_only
 from bot.core.periods import zone
-from bot.storage.digests import DigestStore
 
 if TYPE_CHECKING:
     from bot.app import Stancebot
@@ -35,7 +34,6 @@ class GuildConfig(commands.GroupCog, group_name="config", group_description="Ser
 
     def __init__(self, bot: Stancebot) -> None:
         self.bot = bot
-        self.store = DigestStore(bot.services.repo)
         super().__init__()
 
     @app_commands.command(name="timezone", description="Show or set the server's time zone (digests, schedules)")
@@ -46,15 +44,15 @@ class GuildConfig(commands.GroupCog, group_name="config", group_description="Ser
         assert interaction.guild is not None
         default = self.bot.services.settings.general.timezone
         if name is None:
-            current = await self.store.guild_timezone(interaction.guild.id)
+            current = await self.bot.services.repo.guilds.guild_timezone(interaction.guild.id)
             text = f"This server's time zone is **{current}**." if current else f"No zone set; using **{default}**."
             await interaction.response.send_message(text, ephemeral=True)
             return
         zone(name)  # a clear error for unknown names
-        await self.bot.services.repo.ensure_guild(interaction.guild.id, interaction.guild.name)
+        await self.bot.services.repo.guilds.ensure_guild(interaction.guild.id, interaction.guild.name)
         digest_cog = self.bot.get_cog("Digests")
         clock = getattr(digest_cog, "clock", None)
-        moved = await self.store.set_guild_timezone(
+        moved = await self.bot.services.repo.guilds.set_guild_timezone(
             interaction.guild.id, name, now=clock() if clock else discord.utils.utcnow()
         )
         scheduler = getattr(digest_cog, "scheduler", None)

@@ -19,7 +19,7 @@ from bot.cogs._views import review_view
 from bot.cogs.prompts import prompt_autocomplete
 from bot.core.moderation import AuditRecord, needs_review
 from bot.pipeline import ReplyOutcome
-from bot.storage.repository import GuildConfig
+from bot.storage.records import GuildConfig
 
 if TYPE_CHECKING:
     from bot.app import Stancebot
@@ -44,7 +44,7 @@ class Moderation(commands.Cog):
 
     async def _config(self, guild_id: int) -> GuildConfig:
         if guild_id not in self._configs:
-            self._configs[guild_id] = await self.bot.services.repo.guild_config(guild_id)
+            self._configs[guild_id] = await self.bot.services.repo.guilds.guild_config(guild_id)
         return self._configs[guild_id]
 
     async def _channel(self, channel_id: int) -> discord.abc.Messageable | None:
@@ -82,12 +82,12 @@ class Moderation(commands.Cog):
         if config.review_channel_id is None:
             return
         repo = self.bot.services.repo
-        info = await repo.open_review_for_reply(outcome.reply.id)
+        info = await repo.moderation.open_review_for_reply(outcome.reply.id)
         if info is None or info.review_message_id is not None:
             return
         message = await self._post(config.review_channel_id, "review", embed=review_embed(info), view=review_view(info))
         if message is not None:
-            await repo.set_review_message(info.id, message.channel.id, message.id)
+            await repo.moderation.set_review_message(info.id, message.channel.id, message.id)
 
     @commands.Cog.listener()
     async def on_stance_audit(self, record: AuditRecord) -> None:
@@ -109,11 +109,11 @@ class Moderation(commands.Cog):
         assert interaction.guild_id is not None
         slug = self.bot.resolve_prompt(prompt, interaction.guild_id).id if prompt else None
         repo = self.bot.services.repo
-        info = await repo.next_review(interaction.guild_id, slug)
+        info = await repo.moderation.next_review(interaction.guild_id, slug)
         if info is None:
             await interaction.response.send_message("The review queue is empty.", ephemeral=True)
             return
-        waiting = await repo.review_queue_size(interaction.guild_id)
+        waiting = await repo.moderation.review_queue_size(interaction.guild_id)
         await interaction.response.send_message(
             f"{waiting} waiting.", embed=review_embed(info), view=review_view(info), ephemeral=True
         )
@@ -142,7 +142,7 @@ class Moderation(commands.Cog):
     async def audit_recent(self, interaction: discord.Interaction, count: app_commands.Range[int, 1, 25] = 10) -> None:
         """Show the latest audit entries privately."""
         assert interaction.guild_id is not None
-        records = await self.bot.services.repo.audit_recent(interaction.guild_id, count)
+        records = await self.bot.services.repo.moderation.audit_recent(interaction.guild_id, count)
         await interaction.response.send_message(embed=audit_list_embed(records), ephemeral=True)
 
     async def _set_channel(
@@ -153,8 +153,8 @@ class Moderation(commands.Cog):
             require_bot_permissions(
                 channel, view_channel=True, send_messages=True, embed_links=True, read_message_history=True
             )
-        await self.bot.services.repo.ensure_guild(interaction.guild.id, interaction.guild.name)
-        config = await self.bot.services.repo.set_guild_channel(
+        await self.bot.services.repo.guilds.ensure_guild(interaction.guild.id, interaction.guild.name)
+        config = await self.bot.services.repo.guilds.set_guild_channel(
             interaction.guild.id, kind=kind, channel_id=channel.id if channel else None, actor_id=interaction.user.id
         )
         self._configs[interaction.guild.id] = config
@@ -164,7 +164,7 @@ class Moderation(commands.Cog):
         else:
             text = f"{what} will be posted in {channel.mention}."
         if kind == "review":
-            waiting = await self.bot.services.repo.review_queue_size(interaction.guild.id)
+            waiting = await self.bot.services.repo.moderation.review_queue_size(interaction.guild.id)
             text += f" {waiting} waiting now; `/review next` shows them."
         await interaction.response.send_message(text, ephemeral=True)
 

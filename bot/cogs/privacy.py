@@ -45,7 +45,7 @@ class ConfirmForget(discord.ui.View):
     async def confirm(self, interaction: discord.Interaction, _button: discord.ui.Button[ConfirmForget]) -> None:
         """Forget the member, then say what went."""
         self.stop()
-        report = await self.cog.bot.services.repo.forget_member(self.user_id)
+        report = await self.cog.bot.services.repo.privacy.forget_member(self.user_id)
         await self.cog.delete_messages(report.review_messages)
         log.info("Forgot a member: %d replies in %d guilds", report.replies, len(report.guild_ids))
         await interaction.response.edit_message(
@@ -67,7 +67,7 @@ def _privacy_commands(cog: Privacy) -> list[app_commands.Command[Any, ..., None]
 
     @app_commands.command(name="forget-me", description="Delete everything Stancebot stored about you, everywhere")
     async def forget_me(interaction: discord.Interaction) -> None:
-        data = await cog.bot.services.repo.member_data(interaction.user.id)
+        data = await cog.bot.services.repo.privacy.member_data(interaction.user.id)
         replies, declared = len(data["replies"]), len(data["declared_stances"])
         if not replies and not declared:
             await interaction.response.send_message("I have no replies or stances of yours.", ephemeral=True)
@@ -82,7 +82,7 @@ def _privacy_commands(cog: Privacy) -> list[app_commands.Command[Any, ..., None]
     @app_commands.command(name="mydata", description="Get a file with everything Stancebot stored about you")
     async def mydata(interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        data = await cog.bot.services.repo.member_data(interaction.user.id)
+        data = await cog.bot.services.repo.privacy.member_data(interaction.user.id)
         limit = getattr(interaction, "filesize_limit", DEFAULT_UPLOAD_LIMIT) or DEFAULT_UPLOAD_LIMIT
         payload = check_size(member_data_to_json(data).encode(), limit, what="file of your data")
         await interaction.followup.send(
@@ -95,7 +95,7 @@ def _privacy_commands(cog: Privacy) -> list[app_commands.Command[Any, ..., None]
     @app_commands.command(name="opt-out", description="Stop counting your replies in this server")
     async def opt_out(interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
-        changed = await cog.bot.services.repo.opt_out(interaction.guild_id, interaction.user.id)
+        changed = await cog.bot.services.repo.privacy.opt_out(interaction.guild_id, interaction.user.id)
         text = (
             "You are opted out here: your replies no longer count and new ones are not stored. "
             "`/stance forget-me` also deletes what was stored; `/stance opt-in` undoes this."
@@ -107,7 +107,7 @@ def _privacy_commands(cog: Privacy) -> list[app_commands.Command[Any, ..., None]
     @app_commands.command(name="opt-in", description="Count your replies in this server again")
     async def opt_in(interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
-        changed = await cog.bot.services.repo.opt_in(interaction.guild_id, interaction.user.id)
+        changed = await cog.bot.services.repo.privacy.opt_in(interaction.guild_id, interaction.user.id)
         text = "Welcome back: your replies count again." if changed else "You were not opted out here."
         await interaction.response.send_message(text, ephemeral=True)
 
@@ -160,7 +160,7 @@ class Privacy(commands.Cog):
         before = utcnow() - timedelta(days=days)
         total = 0
         while True:
-            report = await self.bot.services.repo.purge_text(before, limit=PURGE_BATCH)
+            report = await self.bot.services.repo.privacy.purge_text(before, limit=PURGE_BATCH)
             total += report.replies
             await self.delete_messages(report.review_messages)
             if report.replies < PURGE_BATCH:

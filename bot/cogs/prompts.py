@@ -16,7 +16,7 @@ from bot.cogs.errors import guarded
 from bot.core.errors import PromptError
 from bot.core.prompt_form import LABELS_HELP, MAX_INPUT, prompt_from_form
 from bot.core.prompts import MAX_QUESTION, MAX_SOURCE, MAX_SUMMARY, MAX_TITLE, SLUG_RE, Prompt
-from bot.storage.repository import PostInfo
+from bot.storage.records import PostInfo
 
 if TYPE_CHECKING:
     from bot.app import Stancebot
@@ -46,7 +46,7 @@ async def publish_prompt(
     require_bot_permissions(
         channel, send_messages=True, embed_links=True, create_public_threads=True, send_messages_in_threads=True
     )
-    await services.repo.ensure_guild(channel.guild.id, channel.guild.name)
+    await services.repo.guilds.ensure_guild(channel.guild.id, channel.guild.name)
     buttons = services.settings.moderation.declare_buttons and bool(prompt.stance_labels)
     embed = prompt_embed(prompt, buttons=buttons)
     if buttons:
@@ -54,7 +54,7 @@ async def publish_prompt(
     else:
         message = await channel.send(embed=embed, allowed_mentions=NONE)
     thread = await message.create_thread(name=prompt.title[:100], auto_archive_duration=10080)
-    post = await services.repo.record_post(
+    post = await services.repo.prompts.record_post(
         prompt.id,
         guild_id=channel.guild.id,
         channel_id=channel.id,
@@ -113,7 +113,7 @@ class AddPromptModal(discord.ui.Modal, title="Add a discussion prompt"):
             source=self.source.value,
         )
         services = self.bot.services
-        await services.repo.add_guild_prompt(prompt, interaction.guild_id, actor_id=interaction.user.id)
+        await services.repo.prompts.add_guild_prompt(prompt, interaction.guild_id, actor_id=interaction.user.id)
         self.bot.register_prompt(prompt, interaction.guild_id)
         await interaction.response.defer(ephemeral=True, thinking=True)
         await services.stance.warm_up([prompt.id], guild_id=interaction.guild_id)  # off the event loop
@@ -146,7 +146,7 @@ class Prompts(commands.GroupCog, group_name="prompt", group_description="Discuss
         if not isinstance(channel, discord.TextChannel):
             await interaction.response.send_message("Prompts can be posted in text channels only.", ephemeral=True)
             return
-        if await self.bot.services.repo.prompt_state(definition.id, interaction.guild.id) == "closed":
+        if await self.bot.services.repo.prompts.prompt_state(definition.id, interaction.guild.id) == "closed":
             raise PromptError(f"Prompt {definition.id!r} is closed here; `/prompt reopen` it first.")
         require_bot_permissions(
             channel, send_messages=True, embed_links=True, create_public_threads=True, send_messages_in_threads=True
@@ -173,7 +173,7 @@ class Prompts(commands.GroupCog, group_name="prompt", group_description="Discuss
     async def list_(self, interaction: discord.Interaction) -> None:
         """Every prompt with its state here, posts and counted stances."""
         assert interaction.guild_id is not None
-        overview = await self.bot.services.repo.prompt_overview(interaction.guild_id)
+        overview = await self.bot.services.repo.prompts.prompt_overview(interaction.guild_id)
         visible = {p.id for p in self.bot.prompts_for(interaction.guild_id)}
         shown = [p for p in overview if p.slug in visible]
         await interaction.response.send_message(embed=prompt_list_embed(shown), ephemeral=True)
@@ -197,7 +197,7 @@ class Prompts(commands.GroupCog, group_name="prompt", group_description="Discuss
     async def _set_closed(self, interaction: discord.Interaction, prompt: str, *, closed: bool) -> None:
         assert interaction.guild_id is not None
         definition = self.bot.resolve_prompt(prompt, interaction.guild_id)
-        posts = await self.bot.services.repo.set_prompt_closed(
+        posts = await self.bot.services.repo.prompts.set_prompt_closed(
             definition.id, interaction.guild_id, closed=closed, actor_id=interaction.user.id
         )
         for post in posts:

@@ -23,7 +23,7 @@ from bot.core.export import check_size, render_rows
 from bot.core.moderation import message_link, parse_message_link
 from bot.core.prompts import UNCLEAR
 from bot.pipeline import ReplyOutcome
-from bot.storage.repository import OptedOutError, PromptClosedError
+from bot.storage.records import OptedOutError, PromptClosedError
 
 if TYPE_CHECKING:
     from bot.app import Stancebot
@@ -42,7 +42,7 @@ async def label_autocomplete(interaction: discord.Interaction, current: str) -> 
     slug = None
     if link:
         try:
-            slug = await bot.services.repo.reply_prompt(parse_message_link(str(link)).message_id)
+            slug = await bot.services.repo.tallies.reply_prompt(parse_message_link(str(link)).message_id)
         except StancebotError:
             slug = None
     catalog = bot.services.catalog
@@ -146,7 +146,7 @@ class StanceCog(commands.GroupCog, group_name="stance", group_description="Stanc
         services = self.bot.services
         assert interaction.guild_id is not None
         definition = self.bot.resolve_prompt(prompt, interaction.guild_id)
-        tally, comparison = await services.repo.standings(definition, interaction.guild_id)
+        tally, comparison = await services.repo.tallies.standings(definition, interaction.guild_id)
         version = services.stance.model(definition.id, interaction.guild_id).version
         note = f"{tally.total} counted · model {version}"
         if version.startswith("similarity:"):
@@ -154,7 +154,7 @@ class StanceCog(commands.GroupCog, group_name="stance", group_description="Stanc
         if services.settings.moderation.declared_overrides and any(comparison.declared.values()):
             note += " · declared stances override the model"
         notice = "" if self.bot.message_content_enabled else NO_CONTENT_NOTE
-        if await services.repo.prompt_state(definition.id, interaction.guild_id) == "closed":
+        if await services.repo.prompts.prompt_state(definition.id, interaction.guild_id) == "closed":
             notice = ("This prompt is closed: the tally no longer changes. " + notice).strip()
         ephemeral = services.settings.bot.tally_ephemeral and not public
         await interaction.response.send_message(
@@ -173,10 +173,10 @@ class StanceCog(commands.GroupCog, group_name="stance", group_description="Stanc
         services = self.bot.services
         assert interaction.guild_id is not None
         definition = self.bot.resolve_prompt(prompt, interaction.guild_id)
-        post = await services.repo.latest_open_post(definition.id, interaction.guild_id)
+        post = await services.repo.prompts.latest_open_post(definition.id, interaction.guild_id)
         if post is None:
             raise PromptClosedError(f"Prompt {definition.id!r} is not open here (post it with /prompt post).")
-        if await services.repo.is_opted_out(interaction.guild_id, interaction.user.id):
+        if await services.repo.privacy.is_opted_out(interaction.guild_id, interaction.user.id):
             raise OptedOutError("You opted out of being counted here; `/stance opt-in` to take part again.")
         await interaction.response.defer(ephemeral=True, thinking=True)
         outcome = await services.pipeline.on_reply(
@@ -208,7 +208,7 @@ class StanceCog(commands.GroupCog, group_name="stance", group_description="Stanc
         ref = parse_message_link(message)
         if ref.guild_id is not None and ref.guild_id != interaction.guild_id:
             raise StancebotError("That link points to a message in another server.")
-        record = await self.bot.services.repo.relabel(
+        record = await self.bot.services.repo.moderation.relabel(
             ref.message_id, guild_id=interaction.guild_id, label=label.strip(), actor_id=interaction.user.id
         )
         self.bot.dispatch("stance_audit", record)
@@ -231,7 +231,7 @@ class StanceCog(commands.GroupCog, group_name="stance", group_description="Stanc
         assert interaction.guild_id is not None
         definition = self.bot.resolve_prompt(prompt, interaction.guild_id)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        rows = await self.bot.services.repo.export_rows(definition.id, interaction.guild_id)
+        rows = await self.bot.services.repo.privacy.export_rows(definition.id, interaction.guild_id)
         limit = getattr(interaction, "filesize_limit", DEFAULT_UPLOAD_LIMIT) or DEFAULT_UPLOAD_LIMIT
         payload = check_size(render_rows(rows, format).encode(), limit, what="export")
         file = discord.File(io.BytesIO(payload), filename=f"{definition.id}-{interaction.guild_id}.{format}")

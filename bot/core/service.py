@@ -75,7 +75,7 @@ class StanceService:
     ) -> None:
         self.catalog = catalog
         self._factory = factory
-        self._models: dict[str, StanceClassifier] = {}
+        self._models: dict[ModelKey, StanceClassifier] = {}
         self.batch_size = batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue

@@ -156,7 +156,7 @@ async def run_days(
             console.print(f"[bold magenta]moderator[/] /digest schedule {prompt.id} #digests Monday 09:00 {kind}")
             console.print(f"[dim]{escape(_plain(answer.content))}[/]")
             thread_id = sandbox.threads[prompt.id]
-            post = await sandbox.runtime.services.repo.post_for_thread(thread_id)
+            post = await sandbox.runtime.services.repo.prompts.post_for_thread(thread_id)
             members = [sandbox.member(f"member{n:02d}") for n in range(MEMBERS)]
             buttons: dict[int, str] = {}  # each member's declared stance
             for day in range(days):

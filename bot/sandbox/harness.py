@@ -17,7 +17,7 @@ from bot.config import Settings
 from bot.pipeline import ReplyOutcome
 from bot.runtime import Runtime, build_runtime
 from bot.sandbox.server import LoopbackDiscord
-from bot.storage.repository import PostInfo
+from bot.storage.records import PostInfo
 
 if TYPE_CHECKING:
     from bot.app import Stancebot
@@ -106,7 +106,13 @@ class World:
         return result, post
 
     async def reply(
-        self, thread_id: int, author: str, text: str, *, timeout: float = 20, **kwargs: Any  # noqa: ASYNC109
+        self,
+        thread_id: int,
+        author: str,
+        text: str,
+        *,
+        timeout: float = 20,  # noqa: ASYNC109
+        **kwargs: Any,
     ) -> ReplyOutcome:
         """Send a message as a member and wait until the bot stored its stance."""
         member = self.member(author)

@@ -100,7 +100,7 @@ class Sandbox:
         result = await self.server.slash(
             self.guild, self.channel.id, self.moderator, "prompt", subcommand="post", options={"prompt": prompt_id}
         )
-        post = next(p for p in await self.runtime.services.repo.open_posts() if p.prompt_slug == prompt_id)
+        post = next(p for p in await self.runtime.services.repo.prompts.open_posts() if p.prompt_slug == prompt_id)
         self.threads[prompt_id] = post.thread_id
         prompt = self.runtime.services.catalog.get(prompt_id)
         labels = ", ".join(label.name for label in prompt.stance_labels)

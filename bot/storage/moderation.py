@@ -1,69 +1,27 @@
-"""Moderation storage: corrections with their audit log, per-guild moderation settings, and the review queue."""
+"""Moderation storage: corrections with their audit log, and the review queue."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Literal
 
 from sqlalchemy import Select, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.core.errors import LabelError, StancebotError
+from bot.core.errors import LabelError
 from bot.core.export import Correction
 from bot.core.moderation import AuditRecord
 from bot.core.prompts import UNCLEAR, prompt_from_dict
 from bot.core.stance import StanceResult
-from bot.storage.core import MODERATOR, NotAReplyError, RepositoryCore
-from bot.storage.models import (
-    AuditEntry,
-    GuildSettings,
-    OptOut,
-    PromptRow,
-    Reply,
-    ReviewItem,
-    Stance,
-    utcnow,
-)
+from bot.storage.base import Store
+from bot.storage.models import AuditEntry, OptOut, PromptRow, Reply, ReviewItem, Stance, utcnow
+from bot.storage.records import MODERATOR, NotAReplyError, ReviewDoneError, ReviewInfo
+from bot.storage.writes import add_stances, recount, stance_row
 
 log = logging.getLogger(__name__)
 
 
-class ReviewDoneError(StancebotError):
-    """The review item was already handled."""
-
-
-@dataclass(frozen=True)
-class ReviewInfo:
-    """A reply waiting for (or given) a moderator's label."""
-
-    id: int
-    reply_id: int
-    guild_id: int
-    prompt_slug: str
-    labels: tuple[str, ...]
-    message_id: int
-    thread_id: int
-    author_id: int
-    text: str | None
-    model_label: str
-    confidence: float
-    status: str
-    review_channel_id: int | None
-    review_message_id: int | None
-    resolved_by: int | None
-
-
-@dataclass(frozen=True)
-class GuildConfig:
-    """Per-guild moderation settings."""
-
-    mod_log_channel_id: int | None = None
-    review_channel_id: int | None = None
-
-
-class ModerationQueries(RepositoryCore):
-    """Relabels, the audit log, guild moderation settings and the review queue."""
+class Moderation(Store):
+    """Relabels, the audit log and the review queue; every method is one transaction."""
 
     # -- corrections and the audit log --------------------------------------------------------------------------
 
@@ -89,8 +47,13 @@ class ModerationQueries(RepositoryCore):
                 f"{label!r} is not a stance of prompt {prompt.id!r}; use one of {', '.join(prompt.label_names)}."
             )
         before = await s.scalar(select(Stance.label).where(Stance.reply_id == reply.id, Stance.is_current))
-        await self._add_stance(s, reply, StanceResult(label, 1.0), model_version=MODERATOR, source=MODERATOR)
-        await self.recount_member(s, reply.prompt_id, reply.guild_id, reply.author_id)
+        member = (reply.prompt_id, reply.guild_id, reply.author_id)
+        row = stance_row(
+            reply.id, member, StanceResult(label, 1.0), model_version=MODERATOR, source=MODERATOR, now=utcnow()
+        )
+        await add_stances(s, [row])
+        reply.status = "classified"
+        await recount(s, [member], self.db.rules)
         await s.execute(
             update(ReviewItem)
             .where(ReviewItem.reply_id == reply.id, ReviewItem.status == "open")
@@ -160,34 +123,6 @@ class ModerationQueries(RepositoryCore):
             if slug is not None:
                 q = q.where(PromptRow.slug == slug)
             return [Correction(content, label, pslug) for content, label, pslug in await s.execute(q) if content]
-
-    # -- guild settings -----------------------------------------------------------------------------------------
-
-    async def guild_config(self, guild_id: int) -> GuildConfig:
-        """The guild's moderation settings (defaults when none were set)."""
-        async with self.transaction() as s:
-            row = await s.get(GuildSettings, guild_id)
-            return GuildConfig() if row is None else GuildConfig(row.mod_log_channel_id, row.review_channel_id)
-
-    async def set_guild_channel(
-        self, guild_id: int, *, kind: Literal["mod_log", "review"], channel_id: int | None, actor_id: int
-    ) -> GuildConfig:
-        """Set or clear (``None``) the guild's mod-log or review channel."""
-        async with self.transaction() as s:
-            await self._ensure_guild(s, guild_id)
-            row = await s.get(GuildSettings, guild_id)
-            if row is None:
-                row = GuildSettings(guild_id=guild_id)
-                s.add(row)
-            if kind == "mod_log":
-                row.mod_log_channel_id = channel_id
-            else:
-                row.review_channel_id = channel_id
-            row.updated_at = utcnow()
-            detail = f"{kind} channel {'cleared' if channel_id is None else channel_id}"
-            s.add(AuditEntry(guild_id=guild_id, action="settings", actor_id=actor_id, detail=detail))
-            await s.flush()
-            return GuildConfig(row.mod_log_channel_id, row.review_channel_id)
 
     # -- the review queue ---------------------------------------------------------------------------------------
 

@@ -10,23 +10,23 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.export import ExportRow
-from bot.storage.core import RepositoryCore
+from bot.storage.base import Store
 from bot.storage.models import (
     AuditEntry,
     DeclaredStance,
-    DigestSchedule,
     OptOut,
     PromptPost,
     PromptRow,
-    PromptSchedule,
     Reply,
     ReviewItem,
     Stance,
     utcnow,
 )
+from bot.storage.prompts import require_prompt_row
+from bot.storage.schedules import forget_creator
+from bot.storage.writes import is_opted_out, recount_everywhere
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +55,16 @@ def _locations(rows: Iterable[tuple[int | None, int | None]]) -> tuple[tuple[int
     return tuple((c, m) for c, m in rows if c is not None and m is not None)
 
 
-class PrivacyQueries(RepositoryCore):
-    """Exports, opt-outs, forgetting a member, a member's data and purging old text."""
+class Privacy(Store):
+    """Exports, opt-outs, forgetting a member, a member's data and purging old text; every method is one
+    transaction."""
 
     # -- export -------------------------------------------------------------------------------------------------
 
     async def export_rows(self, slug: str, guild_id: int) -> list[ExportRow]:
         """A prompt's live replies in a guild with their current stances (opted-out members left out)."""
         async with self.transaction() as s:
-            prow = await self._require_prompt_row(s, slug, guild_id)
+            prow = await require_prompt_row(s, slug, guild_id)
             rows = await s.execute(
                 select(Reply, Stance)
                 .outerjoin(Stance, and_(Stance.reply_id == Reply.id, Stance.is_current))
@@ -99,22 +100,13 @@ class PrivacyQueries(RepositoryCore):
     async def is_opted_out(self, guild_id: int, user_id: int) -> bool:
         """Whether the member asked not to be counted in this guild."""
         async with self.transaction() as s:
-            return await self._opted_out(s, guild_id, user_id)
-
-    async def _recount_everywhere(self, s: AsyncSession, guild_id: int, user_id: int) -> None:
-        prompt_ids = set(
-            await s.scalars(
-                select(Stance.prompt_id).where(Stance.guild_id == guild_id, Stance.author_id == user_id).distinct()
-            )
-        )
-        for pid in sorted(prompt_ids):
-            await self.recount_member(s, pid, guild_id, user_id)
+            return await is_opted_out(s, guild_id, user_id)
 
     async def opt_out(self, guild_id: int, user_id: int) -> bool:
         """Stop counting a member in a guild: their stances stop counting, declared stances and open reviews go,
         and new replies are not stored. ``False`` when they had opted out already."""
         async with self.transaction() as s:
-            if await self._opted_out(s, guild_id, user_id):
+            if await is_opted_out(s, guild_id, user_id):
                 return False
             s.add(OptOut(guild_id=guild_id, user_id=user_id))
             await s.execute(
@@ -127,7 +119,7 @@ class PrivacyQueries(RepositoryCore):
                 .values(status="closed", resolved_at=utcnow())
             )
             await s.flush()
-            await self._recount_everywhere(s, guild_id, user_id)
+            await recount_everywhere(s, guild_id, user_id, self.db.rules)
             s.add(AuditEntry(guild_id=guild_id, action="opt_out", subject_id=user_id))
             return True
 
@@ -139,7 +131,7 @@ class PrivacyQueries(RepositoryCore):
                 return False
             await s.delete(row)
             await s.flush()
-            await self._recount_everywhere(s, guild_id, user_id)
+            await recount_everywhere(s, guild_id, user_id, self.db.rules)
             s.add(AuditEntry(guild_id=guild_id, action="opt_in", subject_id=user_id))
             return True
 
@@ -182,8 +174,7 @@ class PrivacyQueries(RepositoryCore):
             await s.execute(delete(Reply).where(Reply.author_id == user_id))
             await s.execute(delete(DeclaredStance).where(DeclaredStance.author_id == user_id))
             await s.execute(update(PromptPost).where(PromptPost.posted_by == user_id).values(posted_by=None))
-            for table in (DigestSchedule, PromptSchedule):
-                await s.execute(update(table).where(table.created_by == user_id).values(created_by=None))
+            await forget_creator(s, user_id)
             for gid, (replies, stances, declared) in sorted(per_guild.items()):
                 detail = f"a member was forgotten: {replies} replies, {stances} stances, {declared} declared"
                 s.add(AuditEntry(guild_id=gid, action="forget", detail=detail))

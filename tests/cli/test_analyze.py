@@ -145,8 +145,8 @@ async def test_analyze_5000_messages_csv_matches_database_tally(tmp_path: Path, 
     engine = make_engine(url)
     try:
         repo = Repository(make_sessionmaker(engine))
-        assert await repo.count_replies() == member_messages
-        tally = await repo.tally(catalog.get("alliance"), GUILD_ID)
+        assert await repo.tallies.count_replies() == member_messages
+        tally = await repo.tallies.tally(catalog.get("alliance"), GUILD_ID)
     finally:
         await engine.dispose()
     counted = Counter(r["stance"] for r in rows if r["counted"] == "yes")

@@ -16,6 +16,7 @@ from bot.core.prompts import PromptCatalog
 from bot.core.stance import StanceResult
 from bot.storage.db import make_sessionmaker, sqlite_url
 from bot.storage.repository import Repository
+from tests.conftest import add_reply, save_stance
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -24,14 +25,14 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 async def filled_db(engine, catalog: PromptCatalog, db_url: str) -> str:  # type: ignore[no-untyped-def]
     """A database with two replies in guild 1, one of them relabelled by a moderator."""
     repo = Repository(make_sessionmaker(engine))
-    await repo.ensure_guild(1, "g")
-    await repo.sync_prompt(catalog.get("alliance"))
-    post = await repo.record_post("alliance", guild_id=1, channel_id=2, message_id=3, thread_id=4, posted_by=5)
+    await repo.guilds.ensure_guild(1, "g")
+    await repo.prompts.sync_prompt(catalog.get("alliance"))
+    post = await repo.prompts.record_post("alliance", guild_id=1, channel_id=2, message_id=3, thread_id=4, posted_by=5)
     for mid, text, label in [(10, "Japan should pay more", "unfair"), (11, "hmm, the bases", "unclear")]:
-        ref = await repo.add_reply(post, message_id=mid, author_id=mid, content=text, created_at=T0)
+        ref = await add_reply(repo, post, message_id=mid, author_id=mid, content=text, created_at=T0)
         assert ref is not None
-        await repo.save_stance(ref.id, StanceResult(label, 0.7), model_version="m")
-    await repo.relabel(11, guild_id=1, label="mutual_benefit", actor_id=5)
+        await save_stance(repo, ref, StanceResult(label, 0.7), model_version="m")
+    await repo.moderation.relabel(11, guild_id=1, label="mutual_benefit", actor_id=5)
     return db_url
 
 

@@ -43,7 +43,7 @@ async def test_post_reply_classify_store_tally(world: World) -> None:
     for author, text, expected in ACCEPTANCE_REPLIES:
         outcome = await world.reply(thread_id, author, text)
         assert outcome.result.label == expected, (text, outcome.result)
-        stored = await _repo(world).stance_of(outcome.reply.message_id)
+        stored = await _repo(world).tallies.stance_of(outcome.reply.message_id)
         assert stored is not None
         assert stored.label == expected
         assert stored.model_version.startswith("head:")
@@ -69,8 +69,8 @@ async def test_the_same_gateway_event_twice_counts_once(world: World) -> None:
     await world.server.dispatch("MESSAGE_CREATE", message)
     # a later reply proves the duplicates were processed (events are handled in order)
     await world.reply(thread_id, "kenji", "Japan already pays billions for the bases, it's fair")
-    assert await _repo(world).count_replies() == 2
-    tally = await _repo(world).tally(world.runtime.services.catalog.get("alliance"), world.guild.id)
+    assert await _repo(world).tallies.count_replies() == 2
+    tally = await _repo(world).tallies.tally(world.runtime.services.catalog.get("alliance"), world.guild.id)
     assert tally.total == 2
 
 
@@ -81,7 +81,7 @@ async def test_non_moderator_is_refused(world: World) -> None:
     assert result.ephemeral
     assert "for moderators" in _all_text(result)
     assert world.server.bot_messages(world.channel.id) == []
-    assert await _repo(world).open_posts() == []
+    assert await _repo(world).prompts.open_posts() == []
 
 
 async def test_unknown_prompt_gets_a_clear_message(world: World) -> None:
@@ -131,7 +131,7 @@ async def test_huge_and_emoji_only_replies_are_unclear_and_kept(world: World) ->
     assert big.result.label in {"unfair", "unclear"}
     stored = await _repo(world).pending_replies()
     assert stored == []  # both classified, none left pending
-    assert await _repo(world).count_replies() == 2
+    assert await _repo(world).tallies.count_replies() == 2
 
 
 async def test_a_bot_that_never_connected_closes_cleanly(

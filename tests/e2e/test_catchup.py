@@ -18,7 +18,7 @@ def test_the_bot_loads_the_catch_up_cog_by_default() -> None:
 
 async def _classified(repo: Repository, message_ids: list[int], timeout: float = 30) -> bool:  # noqa: ASYNC109
     for _ in range(int(timeout / 0.1)):
-        if all([await repo.stance_of(m) for m in message_ids]):
+        if all([await repo.tallies.stance_of(m) for m in message_ids]):
             return True
         await asyncio.sleep(0.1)
     return False
@@ -41,8 +41,8 @@ async def test_replies_posted_while_the_bot_was_down_are_caught_up(
     async with running_bot(e2e_settings(db_url, build_dir), world.server, encoder=encoder) as runtime:
         repo = runtime.services.repo
         assert await _classified(repo, missed)
-        assert await repo.count_replies() == 3  # the live one once, the two missed ones, not the bot's message
-        assert (await repo.stance_of(live.reply.message_id)).label == live.result.label  # type: ignore[union-attr]
+        assert await repo.tallies.count_replies() == 3  # the live one once, the two missed ones, not the bot's message
+        assert (await repo.tallies.stance_of(live.reply.message_id)).label == live.result.label  # type: ignore[union-attr]
         cog = runtime.bot.get_cog("CatchUp")
         assert cog is not None
         await asyncio.wait_for(cog.finished.wait(), 10)  # type: ignore[attr-defined]
@@ -52,4 +52,4 @@ async def test_replies_posted_while_the_bot_was_down_are_caught_up(
         # A second start reads the thread again and stores nothing new.
         await cog.run()  # type: ignore[attr-defined]
         assert cog.last_report.stored == 0  # type: ignore[attr-defined]
-        assert await repo.count_replies() == 3
+        assert await repo.tallies.count_replies() == 3

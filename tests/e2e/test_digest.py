@@ -129,7 +129,7 @@ async def test_scheduled_digest_posts_once_across_a_restart(
         restarted: Any = rt.bot.get_cog("Digests")
         assert await restarted.scheduler.run_due() == []
         assert len(world.server.bot_messages(digest_channel.id)) == 1
-        listing = await restarted.store.schedules(world.guild.id)
+        listing = await restarted.repo.schedules.schedules(world.guild.id)
         assert [s.next_due_at for s in listing] == [datetime(2026, 3, 30, 7, 0, tzinfo=UTC)]
 
 

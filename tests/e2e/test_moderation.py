@@ -38,7 +38,7 @@ def repo_of(world: World) -> Repository:
 async def tally_of(world: World, prompt: str = "alliance") -> dict[str, int]:
     """The stored tally, without zero rows."""
     definition = world.runtime.services.catalog.get(prompt, world.guild.id)
-    tally = await repo_of(world).tally(definition, world.guild.id)
+    tally = await repo_of(world).tallies.tally(definition, world.guild.id)
     return {label: n for label, n in tally.counts.items() if n}
 
 
@@ -118,13 +118,13 @@ async def test_edit_reclassifies_and_delete_retracts(world: World) -> None:
         world.server.edit_message(thread_id, mid, FAIR),
     )
     assert edited.result.label == "fair"
-    stored = await repo_of(world).stance_of(mid)
+    stored = await repo_of(world).tallies.stance_of(mid)
     assert stored is not None and stored.label == "fair" and stored.counted
     assert await tally_of(world) == {"fair": 1}
 
     await wait_event(world, "reply_retracted", lambda m: m == mid, world.server.delete_message(thread_id, mid))
     assert await tally_of(world) == {}
-    assert await repo_of(world).count_replies([mid]) == 1  # the row stays (history), it just no longer counts
+    assert await repo_of(world).tallies.count_replies([mid]) == 1  # the row stays (history), it just no longer counts
 
 
 async def test_member_changes_stance_and_moves_in_the_tally(world: World) -> None:
@@ -149,7 +149,7 @@ async def test_bots_and_webhooks_never_count(sqlite_world: World) -> None:
     await world.server.dispatch("MESSAGE_CREATE", hook)
     await world.reply(thread_id, "kenji", FAIR)  # processed after the bot's message (events are in order)
     assert await tally_of(world) == {"fair": 1}
-    assert await repo_of(world).count_replies() == 1
+    assert await repo_of(world).tallies.count_replies() == 1
 
 
 # -- declared stances --------------------------------------------------------------------------------------------
@@ -205,14 +205,14 @@ async def test_relabel_writes_audit_row_moves_tally_and_logs(world: World) -> No
     assert done.ephemeral and "`unfair` → `mutual_benefit`" in text_of(done)
     assert await tally_of(world) == {"mutual_benefit": 1}
 
-    [entry] = await repo_of(world).audit_recent(world.guild.id, 1)
+    [entry] = await repo_of(world).moderation.audit_recent(world.guild.id, 1)
     assert (entry.action, entry.from_label, entry.to_label) == ("relabel", "unfair", "mutual_benefit")
     assert entry.actor_id == world.moderator.id and entry.subject_id == world.member("maya").id
 
     logged = await bot_post_in(world, modlog.id, before)
     assert "relabel alliance: unfair -> mutual_benefit" in logged["embeds"][0]["title"]
 
-    corrections = await repo_of(world).corrections("alliance")
+    corrections = await repo_of(world).moderation.corrections("alliance")
     assert [(c.text, c.label) for c in corrections] == [(UNFAIR, "mutual_benefit")]
 
 
@@ -230,11 +230,11 @@ async def test_review_button_works_after_a_restart(
         outcome = await world.reply(thread_id, "maya", UNSURE)
         posted = await bot_post_in(world, review.id, before)
         repo = repo_of(world)
-        item = await repo.open_review_for_reply(outcome.reply.id)
+        item = await repo.moderation.open_review_for_reply(outcome.reply.id)
         assert item is not None
 
         async def located() -> bool:
-            info = await repo.review_item(item.id)
+            info = await repo.moderation.review_item(item.id)
             return info is not None and info.review_message_id is not None
 
         await until(located)
@@ -251,9 +251,9 @@ async def test_review_button_works_after_a_restart(
         assert "Labelled `fair`" in pressed.message["embeds"][0]["description"]
         assert UNSURE not in json.dumps(pressed.message)  # the handled message no longer quotes the reply
 
-        stored = await repo_of(world).stance_of(outcome.reply.message_id)
+        stored = await repo_of(world).tallies.stance_of(outcome.reply.message_id)
         assert stored is not None and (stored.label, stored.source) == ("fair", "moderator")
-        [entry] = await repo_of(world).audit_recent(guild.id, 1)
+        [entry] = await repo_of(world).moderation.audit_recent(guild.id, 1)
         assert (entry.action, entry.to_label, entry.actor_id) == ("review", "fair", moderator.id)
         assert await tally_of(world) == {"fair": 1}
 
@@ -272,7 +272,7 @@ async def test_review_next_walks_the_queue(sqlite_world: World) -> None:
         world.guild, world.channel.id, world.moderator, int(first.message["id"]), f"stancebot:review-skip:{item}"
     )
     assert skipped.message is not None and skipped.message["embeds"][0]["description"] == FAIR
-    assert await repo.review_queue_size(world.guild.id) == 1
+    assert await repo.moderation.review_queue_size(world.guild.id) == 1
 
 
 # -- permissions -----------------------------------------------------------------------------------------------
@@ -307,7 +307,7 @@ async def test_a_member_is_refused_every_moderator_command(world: World) -> None
         assert "for moderators" in text_of(result), (name, sub, text_of(result))
         assert result.modal is None
     assert world.server.bot_messages(world.channel.id) == []
-    assert await repo_of(world).audit_recent(world.guild.id) == []
+    assert await repo_of(world).moderation.audit_recent(world.guild.id) == []
 
     # the configured moderator role is enough, without Manage Messages
     judy = world.server.create_member(world.guild, "judy", permissions=discord.Permissions(add_reactions=True))
@@ -390,7 +390,7 @@ async def test_prompt_add_refuses_bad_input_and_stores_nothing(sqlite_world: Wor
         assert result.ephemeral
         assert message in text_of(result), (message, text_of(result))
     assert "tariffs" not in world.runtime.services.catalog
-    assert [p.slug for p in await repo_of(world).prompt_overview(world.guild.id)] == ["alliance", "defense"]
+    assert [p.slug for p in await repo_of(world).prompts.prompt_overview(world.guild.id)] == ["alliance", "defense"]
 
     taken = await slash(world, world.moderator, "prompt", "add", name="alliance")
     assert "already exists" in text_of(taken) and taken.modal is None
@@ -428,7 +428,7 @@ async def test_prompt_add_list_post_classify_close_reopen(sqlite_world: World) -
     assert "Closed **tariffs**" in text_of(closed)
     await world.server.send_message(thread_id, world.member("kenji"), "cut tariffs, they are a tax on us")
     await world.reply(await post_prompt(world), "olek", FAIR)  # a later event: the closed thread's was handled
-    assert await repo_of(world).count_replies() == 2
+    assert await repo_of(world).tallies.count_replies() == 2
     refused = await slash(world, world.member("kenji"), "stance", "submit", prompt="tariffs", text="cut them")
     assert "not open here" in text_of(refused)
 
@@ -494,7 +494,7 @@ async def test_forget_me_removes_the_member_from_tally_and_export(world: World) 
     upload = next(r for r in reversed(world.server.requests) if r.files)
     after = json.loads(upload.files[0][1])
     assert after["replies"] == [] and after["declared_stances"] == [] and after["audit_entries_about_you"] == []
-    audit = await repo_of(world).audit_recent(world.guild.id, 5)
+    audit = await repo_of(world).moderation.audit_recent(world.guild.id, 5)
     assert audit[0].action == "forget" and "1 replies, 2 stances, 1 declared" in (audit[0].detail or "")
     assert all(maya.id not in (e.actor_id, e.subject_id) for e in audit)
 
@@ -509,7 +509,7 @@ async def test_opt_out_stops_counting_and_opt_in_resumes(world: World) -> None:
     assert await tally_of(world) == {}
     await world.server.send_message(thread_id, maya, FAIR)  # not stored
     await world.reply(thread_id, "kenji", FAIR)
-    assert await repo_of(world).count_replies() == 2
+    assert await repo_of(world).tallies.count_replies() == 2
     pressed = await world.server.click(world.guild, world.channel.id, maya, post.message_id, "stancebot:declare:fair")
     assert "opted out" in text_of(pressed)
     assert all(row["author_id"] != str(maya.id) for row in await _export(world))
@@ -531,7 +531,7 @@ async def test_retention_purge_removes_old_text_and_review_messages(sqlite_world
     await bot_post_in(world, review.id, before)
 
     async def located() -> bool:
-        info = await repo.open_review_for_reply(outcome.reply.id)
+        info = await repo.moderation.open_review_for_reply(outcome.reply.id)
         return info is not None and info.review_message_id is not None
 
     await until(located)
@@ -544,7 +544,7 @@ async def test_retention_purge_removes_old_text_and_review_messages(sqlite_world
     cog: Any = world.bot.get_cog("Privacy")
     assert await cog.purge_once() == 1
     assert world.server.bot_messages(review.id) == []  # the review message quoted the text: deleted too
-    [row] = await repo.export_rows("alliance", world.guild.id)
+    [row] = await repo.privacy.export_rows("alliance", world.guild.id)
     assert row.text is None and row.label is not None
     assert sum((await tally_of(world)).values()) == 1  # the stance still counts
 
@@ -586,7 +586,7 @@ async def _without_message_content(encoder: SentenceEncoder, build_dir: Path, db
             await server.send_message(thread_id, world.member("kenji"), FAIR)  # Discord hides its text: skipped
             mentioned = await world.reply(thread_id, "olek", FAIR, mentions_bot=True)
             assert mentioned.result.label == "fair" and mentioned.reply.content == FAIR
-            assert await repo_of(world).count_replies() == 2
+            assert await repo_of(world).tallies.count_replies() == 2
 
             post = await world.bot.post_for_thread(thread_id)  # type: ignore[attr-defined]
             await server.click(guild, channel.id, world.member("lucas"), post.message_id, "stancebot:declare:fair")

@@ -22,7 +22,6 @@ from bot.sandbox.loadgen import build_world, post_prompt, send_replies, wait_for
 from bot.sandbox.process import BotProcess
 from bot.sandbox.server import LoopbackDiscord
 from bot.storage.db import make_engine, make_sessionmaker, upgrade
-from bot.storage.digests import DigestStore
 from bot.storage.models import DigestPost, DigestSchedule, utcnow
 from bot.storage.repository import Repository
 from tests.load.conftest import bot_env
@@ -38,10 +37,12 @@ async def _prepare(db_url: str, guild_id: int, channel_id: int) -> None:
         await upgrade(engine)
         repo = Repository(make_sessionmaker(engine))
         for prompt in PromptCatalog.from_dir(PROJECT_ROOT / "models" / "prompts"):
-            await repo.sync_prompt(prompt)
-        store = DigestStore(repo)
+            await repo.prompts.sync_prompt(prompt)
+        store = repo
         now = utcnow()
-        await store.upsert_schedule(guild_id, "alliance", channel_id, Cadence("daily"), created_by=None, now=now)
+        await store.schedules.upsert_schedule(
+            guild_id, "alliance", channel_id, Cadence("daily"), created_by=None, now=now
+        )
         async with make_sessionmaker(engine)() as s, s.begin():
             await s.execute(update(DigestSchedule).values(next_due_at=now - timedelta(minutes=1)))
     finally:

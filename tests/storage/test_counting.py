@@ -28,7 +28,9 @@ from bot.core.prompts import UNCLEAR, PromptCatalog
 from bot.core.stance import StanceResult
 from bot.storage.db import make_sessionmaker
 from bot.storage.models import DeclaredStance, OptOut, Reply, Stance
-from bot.storage.repository import NotAReplyError, OptedOutError, PostInfo, Repository
+from bot.storage.records import NotAReplyError, OptedOutError, PostInfo
+from bot.storage.repository import Repository
+from tests.conftest import add_reply, save_stance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 LABELS = ("unfair", "fair", "mutual_benefit", UNCLEAR)
@@ -138,10 +140,10 @@ async def _stored_recount(repo: Repository, prompt_row_id: int, guild_id: int) -
 
 async def _run(repo: Repository, catalog: PromptCatalog, ops: list[tuple[Any, ...]]) -> None:
     guild = next(_ids) * 1000
-    await repo.ensure_guild(guild, "g")
+    await repo.guilds.ensure_guild(guild, "g")
     prompt = catalog.get("alliance")
-    prompt_row = await repo.sync_prompt(prompt)
-    post: PostInfo = await repo.record_post(
+    prompt_row = await repo.prompts.sync_prompt(prompt)
+    post: PostInfo = await repo.prompts.record_post(
         "alliance", guild_id=guild, channel_id=guild + 1, message_id=guild + 2, thread_id=guild + 3, posted_by=None
     )
     model = Model(repo.rules)
@@ -151,39 +153,39 @@ async def _run(repo: Repository, catalog: PromptCatalog, ops: list[tuple[Any, ..
         if kind == "create":
             member, label = guild + 10 + op[1], op[2]
             mid = guild * 1000 + seq
-            ref = await repo.add_reply(
-                post, message_id=mid, author_id=member, content=f"r{mid}", created_at=T0 + timedelta(seconds=seq)
+            ref = await add_reply(
+                repo, post, message_id=mid, author_id=member, content=f"r{mid}", created_at=T0 + timedelta(seconds=seq)
             )
             assert (ref is None) == (member in model.opted)
             if ref is not None:
-                await repo.save_stance(ref.id, StanceResult(label, 0.9), model_version="test")
+                await save_stance(repo, ref, StanceResult(label, 0.9), model_version="test")
                 created.append(ModelReply(mid, member, seq, label))
                 model.replies.append(created[-1])
         elif kind in ("edit", "delete", "relabel") and created:
             reply = created[op[1] % len(created)]
             if kind == "edit":
-                ref = await repo.edit_reply(reply.message_id, f"edit {seq}", T0 + timedelta(seconds=seq))
+                ref = await repo.writes.edit_reply(reply.message_id, f"edit {seq}", T0 + timedelta(seconds=seq))
                 assert (ref is None) == (reply.deleted or reply.author in model.opted)
                 if ref is not None:
-                    await repo.save_stance(ref.id, StanceResult(op[2], 0.8), model_version="test")
+                    await save_stance(repo, ref, StanceResult(op[2], 0.8), model_version="test")
                     reply.label = op[2]
             elif kind == "delete":
-                assert await repo.delete_reply(reply.message_id) == (not reply.deleted)
+                assert await repo.writes.delete_reply(reply.message_id) == (not reply.deleted)
                 reply.deleted = True
             elif reply.deleted:
                 with pytest.raises(NotAReplyError):
-                    await repo.relabel(reply.message_id, guild_id=guild, label=op[2], actor_id=1)
+                    await repo.moderation.relabel(reply.message_id, guild_id=guild, label=op[2], actor_id=1)
             else:
-                record = await repo.relabel(reply.message_id, guild_id=guild, label=op[2], actor_id=1)
+                record = await repo.moderation.relabel(reply.message_id, guild_id=guild, label=op[2], actor_id=1)
                 assert record.to_label == op[2]
                 reply.label = op[2]
         elif kind == "declare":
             member, label = guild + 10 + op[1], op[2]
             if member in model.opted:
                 with pytest.raises(OptedOutError):
-                    await repo.declare(post.message_id, author_id=member, label=label)
+                    await repo.writes.declare(post.message_id, author_id=member, label=label)
             else:
-                result = await repo.declare(post.message_id, author_id=member, label=label)
+                result = await repo.writes.declare(post.message_id, author_id=member, label=label)
                 if model.declared.get(member) == label:
                     assert result.current is None
                     del model.declared[member]
@@ -192,21 +194,21 @@ async def _run(repo: Repository, catalog: PromptCatalog, ops: list[tuple[Any, ..
                     model.declared[member] = label
         elif kind == "opt_out":
             member = guild + 10 + op[1]
-            assert await repo.opt_out(guild, member) == (member not in model.opted)
+            assert await repo.privacy.opt_out(guild, member) == (member not in model.opted)
             model.opted.add(member)
             model.declared.pop(member, None)
         elif kind == "opt_in":
             member = guild + 10 + op[1]
-            assert await repo.opt_in(guild, member) == (member in model.opted)
+            assert await repo.privacy.opt_in(guild, member) == (member in model.opted)
             model.opted.discard(member)
         elif kind == "forget":
             member = guild + 10 + op[1]
-            await repo.forget_member(member)
+            await repo.privacy.forget_member(member)
             model.replies = [r for r in model.replies if r.author != member]
             created = [r for r in created if r.author != member]
             model.declared.pop(member, None)
 
-        tally = await repo.tally(prompt, guild)
+        tally = await repo.tallies.tally(prompt, guild)
         counts = Counter({k: v for k, v in tally.counts.items() if v})
         assert all(n >= 0 for n in tally.counts.values())
         recount, flagged = await _stored_recount(repo, prompt_row, guild)

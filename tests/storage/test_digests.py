@@ -18,9 +18,11 @@ from bot.core.shards import ShardSet, shard_of
 from bot.core.stance import StanceResult
 from bot.scheduler import Scheduler
 from bot.storage.db import make_engine, make_sessionmaker, upgrade
-from bot.storage.digests import STALE_CLAIM, DigestClaim, DigestStore, PromptScheduleInfo
+from bot.storage.schedules import STALE_CLAIM, DigestClaim, PromptScheduleInfo
 from bot.storage.models import Base, DigestPost, DigestSchedule
-from bot.storage.repository import PostInfo, Repository
+from bot.storage.records import PostInfo
+from bot.storage.repository import Repository
+from tests.conftest import add_reply, save_stance
 
 GUILD = 1001
 BERLIN = "Europe/Berlin"
@@ -70,11 +72,11 @@ class FakePublisher:
 
 
 async def _post(repo: Repository, catalog: PromptCatalog, slug: str = "alliance") -> PostInfo:
-    await repo.ensure_guild(GUILD, "Test guild")
+    await repo.guilds.ensure_guild(GUILD, "Test guild")
     for prompt in catalog:
-        await repo.sync_prompt(prompt)
+        await repo.prompts.sync_prompt(prompt)
     number = {"alliance": 1, "defense": 2}[slug]
-    return await repo.record_post(
+    return await repo.prompts.record_post(
         slug, guild_id=GUILD, channel_id=10, message_id=20 + number, thread_id=30 + number, posted_by=None
     )
 
@@ -86,16 +88,16 @@ async def _say(
     repo: Repository, post: PostInfo, author: int, when: datetime, label: str, confidence: float = 0.9, text: str = ""
 ) -> int:
     message_id = next(_message_ids)
-    reply = await repo.add_reply(
-        post, message_id=message_id, author_id=author, content=text or f"{label} says {author}", created_at=when
+    reply = await add_reply(
+        repo, post, message_id=message_id, author_id=author, content=text or f"{label} says {author}", created_at=when
     )
     assert reply is not None
-    await repo.save_stance(reply.id, StanceResult(label, confidence), model_version="test")
+    await save_stance(repo, reply, StanceResult(label, confidence), model_version="test")
     return message_id
 
 
-def _store(engine: AsyncEngine) -> DigestStore:
-    return DigestStore(Repository(make_sessionmaker(engine)))
+def _store(engine: AsyncEngine) -> Repository:
+    return Repository(make_sessionmaker(engine))
 
 
 def _at(text: str) -> datetime:
@@ -123,12 +125,12 @@ async def test_figures_follow_the_documented_definitions(
     await _say(repo, post, 7, w2 + timedelta(hours=1), "fair", 0.55)
     await _say(repo, post, 7, w2 + timedelta(hours=2), "unclear", 0.9)
     deleted = await _say(repo, post, 5, w2, "fair", 0.99)
-    await repo.delete_reply(deleted)
+    await repo.writes.delete_reply(deleted)
     # week 3: member 6
     await _say(repo, post, 6, w3, "mutual_benefit", 0.5)
 
     period = cadence.period_containing(w2)
-    digest = await _store(engine).build_digest(prompt, GUILD, period, cadence, history=3)
+    digest = await _store(engine).digests.build_digest(prompt, GUILD, period, cadence, history=3)
     before, week1, week2 = digest.history
     assert (before.period.start, week1.period.start, week2.period) == (_at("2026-02-23"), _at("2026-03-02"), period)
     assert before.counted == 0 and before.replies == 0
@@ -141,7 +143,7 @@ async def test_figures_follow_the_documented_definitions(
     assert quote.confidence == pytest.approx(0.95)
     assert "@\u200beveryone" in quote.safe_text() and "<@123>" not in quote.safe_text()
     # the overall tally is the live one, whatever the period
-    tally = await repo.tally(prompt, GUILD)
+    tally = await repo.tallies.tally(prompt, GUILD)
     assert dict(digest.overall) == dict(tally.counts)
     assert digest.overall_total == tally.total == 6
 
@@ -154,9 +156,11 @@ async def test_declared_stances_stand_beside_the_models(
     await _say(repo, post, 1, when, "unfair")
     await _say(repo, post, 2, when, "fair")
     for author, label in ((1, "unfair"), (2, "unfair"), (3, "mutual_benefit")):  # 1 agrees, 2 not, 3 never replied
-        await repo.declare(post.message_id, author_id=author, label=label)
+        await repo.writes.declare(post.message_id, author_id=author, label=label)
     cadence = Cadence("daily", tz="UTC")
-    digest = await _store(engine).build_digest(catalog.get("alliance"), GUILD, cadence.period_containing(when), cadence)
+    digest = await _store(engine).digests.build_digest(
+        catalog.get("alliance"), GUILD, cadence.period_containing(when), cadence
+    )
     assert digest.declared is not None
     assert (digest.declared.declared, digest.declared.both, digest.declared.agree) == (
         {"unfair": 2, "mutual_benefit": 1},
@@ -166,7 +170,9 @@ async def test_declared_stances_stand_beside_the_models(
     sentence = "Declared with the buttons: unfair 2, mutual_benefit 1 (3 members); the model agrees for 1 of 2 (50%)."
     assert sentence in render_terminal(digest).splitlines()
     assert sentence in render_markdown(digest)
-    nobody = await _store(engine).build_digest(catalog.get("defense"), GUILD, cadence.period_containing(when), cadence)
+    nobody = await _store(engine).digests.build_digest(
+        catalog.get("defense"), GUILD, cadence.period_containing(when), cadence
+    )
     assert nobody.declared is None and "Declared" not in render_terminal(nobody)
 
 
@@ -177,9 +183,7 @@ async def test_every_reply_counts_in_reply_mode(engine: AsyncEngine, catalog: Pr
     for n, label in enumerate(["fair", "unclear", "fair", "unfair"]):
         await _say(repo, post, 1, when + timedelta(minutes=n), label)
     cadence = Cadence("daily", tz="UTC")
-    digest = await DigestStore(repo).build_digest(
-        catalog.get("alliance"), GUILD, cadence.period_containing(when), cadence
-    )
+    digest = await repo.digests.build_digest(catalog.get("alliance"), GUILD, cadence.period_containing(when), cadence)
     assert digest.current.counts == {"unfair": 1, "fair": 2, "mutual_benefit": 0, "unclear": 1}
     assert digest.current.members == 1
 
@@ -195,14 +199,16 @@ async def test_members_who_opted_out_are_left_out(
     async with engine.begin() as conn:
         await conn.execute(Base.metadata.tables["opt_outs"].insert().values(guild_id=GUILD, user_id=1, created_at=when))
     cadence = Cadence("weekly", tz="UTC")
-    digest = await _store(engine).build_digest(catalog.get("alliance"), GUILD, cadence.period_containing(when), cadence)
+    digest = await _store(engine).digests.build_digest(
+        catalog.get("alliance"), GUILD, cadence.period_containing(when), cadence
+    )
     assert digest.current.counts["unfair"] == 0 and digest.current.members == 1
     assert digest.quote_for("unfair") is None
 
 
 async def test_figures_for_a_prompt_never_posted_are_zero(engine: AsyncEngine, catalog: PromptCatalog) -> None:
     period = MONDAY_9.period_containing(_at("2026-03-10 12:00"))
-    digest = await _store(engine).build_digest(catalog.get("defense"), GUILD, period, MONDAY_9)
+    digest = await _store(engine).digests.build_digest(catalog.get("defense"), GUILD, period, MONDAY_9)
     assert digest.current.counted == 0
     assert len(digest.history) == 8
     assert digest.quotes == ()
@@ -215,12 +221,13 @@ async def _schedule(
     repo: Repository, engine: AsyncEngine, catalog: PromptCatalog, clock: FakeClock, cadence: Cadence = MONDAY_9
 ) -> int:
     await _post(repo, catalog)
-    info = await _store(engine).upsert_schedule(GUILD, "alliance", 55, cadence, created_by=7, now=clock())
+    info = await _store(engine).schedules.upsert_schedule(GUILD, "alliance", 55, cadence, created_by=7, now=clock())
     return info.id
 
 
 def _scheduler(engine: AsyncEngine, catalog: PromptCatalog, clock: FakeClock, publisher: FakePublisher) -> Scheduler:
-    return Scheduler(_store(engine), catalog, publisher, clock=clock)
+    store = _store(engine)
+    return Scheduler(store.schedules, store.digests, catalog, publisher, clock=clock)
 
 
 async def test_weekly_schedule_fires_at_local_time_across_dst(
@@ -230,7 +237,7 @@ async def test_weekly_schedule_fires_at_local_time_across_dst(
     await _schedule(repo, engine, catalog, clock)
     publisher = FakePublisher()
     scheduler = _scheduler(engine, catalog, clock, publisher)
-    [info] = await scheduler.store.schedules(GUILD)
+    [info] = await scheduler.schedules.schedules(GUILD)
     assert info.next_due_at == _at("2026-03-23 08:00")  # Monday 09:00 CET
 
     clock.now = _at("2026-03-23 07:59:59")
@@ -242,7 +249,7 @@ async def test_weekly_schedule_fires_at_local_time_across_dst(
     assert (claim.period.start, claim.period.end) == (_at("2026-03-16 08:00"), _at("2026-03-23 08:00"))
     assert not digest.late
 
-    [info] = await scheduler.store.schedules(GUILD)
+    [info] = await scheduler.schedules.schedules(GUILD)
     assert info.next_due_at == _at("2026-03-30 07:00")  # Monday 09:00 CEST (UTC+2): the week had 167 hours
     clock.now = _at("2026-03-30 07:00")
     await scheduler.run_due()
@@ -278,7 +285,7 @@ async def test_restart_mid_period_posts_no_duplicate(
         [outcome] = await restarted.run_due()
         assert outcome.result == "already-claimed"
         assert second.digests == []
-        assert (await restarted.store.schedules(GUILD))[0].next_due_at == _at("2026-03-30 07:00")
+        assert (await restarted.schedules.schedules(GUILD))[0].next_due_at == _at("2026-03-30 07:00")
     finally:
         await second_engine.dispose()
 
@@ -323,7 +330,7 @@ async def test_failed_post_is_retried_once_stale_and_never_doubled(
     assert outcome.result == "failed"
     clock.advance(minutes=1)
     assert await scheduler.run_due() == []  # the claim is not abandoned yet
-    wake = await scheduler.store.next_wakeup()
+    wake = await scheduler.schedules.next_wakeup()
     assert wake is not None and wake <= _at("2026-03-23 08:00") + STALE_CLAIM + timedelta(seconds=1)
     clock.now = wake
     [outcome] = await scheduler.run_due()
@@ -341,7 +348,7 @@ async def test_retry_finds_a_message_that_did_go_out(
     scheduler = _scheduler(engine, catalog, clock, publisher)
     clock.now = _at("2026-03-23 08:00")
     await scheduler.run_due()
-    [claim_id] = await scheduler.store.abandoned_claims(clock() + STALE_CLAIM * 2)
+    [claim_id] = await scheduler.schedules.abandoned_claims(clock() + STALE_CLAIM * 2)
     publisher.already_posted[claim_id] = 4242  # the message got through although the call failed
     clock.advance(minutes=11)
     [outcome] = await scheduler.run_due()
@@ -364,7 +371,7 @@ async def test_two_processes_racing_post_each_digest_once(pg_url: str, catalog: 
         for kind in ("daily", "weekly"):
             for slug in ("alliance", "defense"):
                 cadence = Cadence(kind, 0, time(9), BERLIN)  # type: ignore[arg-type]
-                await store.upsert_schedule(GUILD, slug, 55, cadence, created_by=None, now=clock())
+                await store.schedules.upsert_schedule(GUILD, slug, 55, cadence, created_by=None, now=clock())
         publishers = [FakePublisher(delay=0.01), FakePublisher(delay=0.01)]
         schedulers = [_scheduler(e, catalog, clock, p) for e, p in zip(engines, publishers, strict=True)]
         posted: list[tuple[str, str, datetime]] = []
@@ -387,25 +394,29 @@ async def test_each_shard_process_fires_only_the_guilds_it_serves(engine: AsyncE
     clock = FakeClock(_at("2026-03-18 12:00"))
     store = _store(engine)
     for prompt in catalog:
-        await store.repo.sync_prompt(prompt)
+        await store.prompts.sync_prompt(prompt)
     for guild in guilds.values():
-        await store.repo.ensure_guild(guild, "Sharded guild")
-        await store.upsert_schedule(
+        await store.guilds.ensure_guild(guild, "Sharded guild")
+        await store.schedules.upsert_schedule(
             guild, "alliance", 55, Cadence("daily", 0, time(9), BERLIN), created_by=None, now=clock()
         )
     publishers = {shard: FakePublisher() for shard in guilds}
     schedulers = {
-        shard: Scheduler(store, catalog, publishers[shard], clock=clock, shards=ShardSet.of(2, [shard]))
+        shard: Scheduler(
+            store.schedules, store.digests, catalog, publishers[shard], clock=clock, shards=ShardSet.of(2, [shard])
+        )
         for shard in guilds
     }
-    assert await store.next_wakeup(shards=ShardSet.of(8, [5])) is None  # a shard without guilds sleeps
-    first_due = await store.next_wakeup(shards=schedulers[0].shards)
+    assert await store.schedules.next_wakeup(shards=ShardSet.of(8, [5])) is None  # a shard without guilds sleeps
+    first_due = await store.schedules.next_wakeup(shards=schedulers[0].shards)
     assert first_due == _at("2026-03-19 08:00")  # 09:00 CET
     clock.advance(days=1)
-    assert [s.guild_id for s in await store.due_schedules(clock(), shards=schedulers[1].shards)] == [guilds[1]]
+    assert [s.guild_id for s in await store.schedules.due_schedules(clock(), shards=schedulers[1].shards)] == [
+        guilds[1]
+    ]
     await schedulers[1].run_due()  # shard 1 goes first: it must leave shard 0's guild alone
     assert [c.guild_id for c, _ in publishers[1].digests] == [guilds[1]]
-    assert await store.next_wakeup(shards=schedulers[0].shards) == first_due  # still due for shard 0
+    assert await store.schedules.next_wakeup(shards=schedulers[0].shards) == first_due  # still due for shard 0
     await schedulers[0].run_due()
     assert [c.guild_id for c, _ in publishers[0].digests] == [guilds[0]]
     assert len(publishers[1].digests) == 1
@@ -415,17 +426,17 @@ async def test_scheduled_prompt_is_posted_once(repo: Repository, engine: AsyncEn
     clock = FakeClock(_at("2026-03-18 12:00"))
     await _post(repo, catalog)
     store = _store(engine)
-    info = await store.add_prompt_schedule(
+    info = await store.schedules.add_prompt_schedule(
         GUILD, "defense", 77, _at("2026-03-19 08:00"), tz=BERLIN, created_by=7, now=clock()
     )
-    assert await store.next_wakeup() == _at("2026-03-19 08:00")
+    assert await store.schedules.next_wakeup() == _at("2026-03-19 08:00")
     publishers = [FakePublisher(delay=0.01), FakePublisher(delay=0.01)]
     schedulers = [_scheduler(engine, catalog, clock, p) for p in publishers]
     clock.now = _at("2026-03-19 08:00")
     await asyncio.gather(*(s.run_due() for s in schedulers))
     assert [p.id for pub in publishers for p in pub.prompts] == [info.id]
-    assert await store.prompt_schedules(GUILD) == []
-    assert await store.cancel_prompt_schedule(GUILD, info.id) is None
+    assert await store.schedules.prompt_schedules(GUILD) == []
+    assert await store.schedules.cancel_prompt_schedule(GUILD, info.id) is None
 
 
 async def test_schedules_upsert_cancel_and_move_with_the_guild_zone(
@@ -434,20 +445,20 @@ async def test_schedules_upsert_cancel_and_move_with_the_guild_zone(
     clock = FakeClock(_at("2026-03-18 12:00"))
     await _post(repo, catalog)
     store = _store(engine)
-    assert await store.guild_timezone(GUILD) is None
-    first = await store.upsert_schedule(GUILD, "alliance", 55, MONDAY_9, created_by=7, now=clock())
-    moved = await store.upsert_schedule(
+    assert await store.guilds.guild_timezone(GUILD) is None
+    first = await store.schedules.upsert_schedule(GUILD, "alliance", 55, MONDAY_9, created_by=7, now=clock())
+    moved = await store.schedules.upsert_schedule(
         GUILD, "alliance", 56, Cadence("weekly", 4, time(18), BERLIN), created_by=8, now=clock()
     )
     assert moved.id == first.id and moved.channel_id == 56
     assert moved.next_due_at == _at("2026-03-20 17:00")  # Friday 18:00 CET
-    [after] = await store.set_guild_timezone(GUILD, "America/New_York", now=clock())
-    assert await store.guild_timezone(GUILD) == "America/New_York"
+    [after] = await store.guilds.set_guild_timezone(GUILD, "America/New_York", now=clock())
+    assert await store.guilds.guild_timezone(GUILD) == "America/New_York"
     assert after.cadence.tz == "America/New_York"
     assert after.next_due_at == _at("2026-03-20 22:00")  # Friday 18:00 EDT
-    assert [s.id for s in await store.cancel_schedules(GUILD, prompt_slug="alliance")] == [first.id]
-    assert await store.schedules(GUILD) == []
-    assert await store.next_wakeup() is None
+    assert [s.id for s in await store.schedules.cancel_schedules(GUILD, prompt_slug="alliance")] == [first.id]
+    assert await store.schedules.schedules(GUILD) == []
+    assert await store.schedules.next_wakeup() is None
 
 
 def test_period_of_claim_is_the_period_that_just_ended() -> None:
@@ -474,7 +485,9 @@ async def test_the_loop_sleeps_to_the_nearest_row_and_wakes_when_told(
             await asyncio.sleep(0.05)
         assert len(publisher.digests) == 1
         # A prompt post added for "now" is picked up at once when the scheduler is woken.
-        await scheduler.store.add_prompt_schedule(GUILD, "defense", 77, clock(), tz="UTC", created_by=None, now=clock())
+        await scheduler.schedules.add_prompt_schedule(
+            GUILD, "defense", 77, clock(), tz="UTC", created_by=None, now=clock()
+        )
         scheduler.wake()
         for _ in range(40):
             if publisher.prompts:
@@ -491,7 +504,9 @@ async def test_forget_user_clears_who_created_schedules(
     clock = FakeClock(_at("2026-03-18 12:00"))
     await _schedule(repo, engine, catalog, clock)  # created_by=7
     store = _store(engine)
-    await store.add_prompt_schedule(GUILD, "defense", 77, _at("2026-03-20 08:00"), tz="UTC", created_by=7, now=clock())
-    assert await store.forget_user(7) == 2
-    assert [s.created_by for s in await store.schedules(GUILD)] == [None]
-    assert [p.created_by for p in await store.prompt_schedules(GUILD)] == [None]
+    await store.schedules.add_prompt_schedule(
+        GUILD, "defense", 77, _at("2026-03-20 08:00"), tz="UTC", created_by=7, now=clock()
+    )
+    assert await store.schedules.forget_user(7) == 2
+    assert [s.created_by for s in await store.schedules.schedules(GUILD)] == [None]
+    assert [p.created_by for p in await store.schedules.prompt_schedules(GUILD)] == [None]

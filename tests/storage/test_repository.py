@@ -6,34 +6,36 @@ from datetime import UTC, datetime, timedelta
 
 from bot.core.prompts import PromptCatalog
 from bot.core.stance import StanceResult
-from bot.storage.repository import PostInfo, Repository
+from bot.storage.records import PostInfo
+from bot.storage.repository import Repository
+from tests.conftest import add_reply, save_stance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 async def _post(repo: Repository, catalog: PromptCatalog, guild_id: int = 1) -> PostInfo:
-    await repo.ensure_guild(guild_id, "Test guild")
-    await repo.sync_prompt(catalog.get("alliance"))
-    return await repo.record_post(
+    await repo.guilds.ensure_guild(guild_id, "Test guild")
+    await repo.prompts.sync_prompt(catalog.get("alliance"))
+    return await repo.prompts.record_post(
         "alliance", guild_id=guild_id, channel_id=10, message_id=100 + guild_id, thread_id=100 + guild_id, posted_by=5
     )
 
 
 async def _reply(repo: Repository, post: PostInfo, mid: int, author: int, label: str, minutes: int = 0) -> None:
-    ref = await repo.add_reply(
-        post, message_id=mid, author_id=author, content=f"reply {mid}", created_at=T0 + timedelta(minutes=minutes)
+    ref = await add_reply(
+        repo, post, message_id=mid, author_id=author, content=f"reply {mid}", created_at=T0 + timedelta(minutes=minutes)
     )
     assert ref is not None
-    await repo.save_stance(ref.id, StanceResult(label, 0.9), model_version="test")
+    await save_stance(repo, ref, StanceResult(label, 0.9), model_version="test")
 
 
 async def test_a_reply_is_stored_once(repo: Repository, catalog: PromptCatalog) -> None:
     post = await _post(repo, catalog)
-    first = await repo.add_reply(post, message_id=1, author_id=7, content="hi", created_at=T0)
-    again = await repo.add_reply(post, message_id=1, author_id=7, content="hi", created_at=T0)
+    first = await add_reply(repo, post, message_id=1, author_id=7, content="hi", created_at=T0)
+    again = await add_reply(repo, post, message_id=1, author_id=7, content="hi", created_at=T0)
     assert first is not None
     assert again is None
-    assert await repo.count_replies() == 1
+    assert await repo.tallies.count_replies() == 1
 
 
 async def test_tally_counts_latest_stance_per_member(repo: Repository, catalog: PromptCatalog) -> None:
@@ -42,7 +44,7 @@ async def test_tally_counts_latest_stance_per_member(repo: Repository, catalog: 
     await _reply(repo, post, 2, author=8, label="fair", minutes=1)
     await _reply(repo, post, 3, author=7, label="mutual_benefit", minutes=2)  # member 7 changes their mind
     await _reply(repo, post, 4, author=8, label="unclear", minutes=3)  # an unclear reply does not erase a stance
-    tally = await repo.tally(catalog.get("alliance"), 1)
+    tally = await repo.tallies.tally(catalog.get("alliance"), 1)
     assert dict(tally.counts) == {"mutual_benefit": 1, "fair": 1}
     assert tally.total == 2
     assert tally.share("fair") == 0.5
@@ -55,22 +57,22 @@ async def test_reply_mode_counts_every_reply(engine, catalog: PromptCatalog) -> 
     post = await _post(repo, catalog)
     await _reply(repo, post, 1, author=7, label="unfair")
     await _reply(repo, post, 2, author=7, label="unfair", minutes=1)
-    assert (await repo.tally(catalog.get("alliance"), 1)).count("unfair") == 2
+    assert (await repo.tallies.tally(catalog.get("alliance"), 1)).count("unfair") == 2
 
 
 async def test_edit_and_delete(repo: Repository, catalog: PromptCatalog) -> None:
     post = await _post(repo, catalog)
     await _reply(repo, post, 1, author=7, label="unfair")
-    edited = await repo.edit_reply(1, "changed my mind", T0 + timedelta(hours=1))
+    edited = await repo.writes.edit_reply(1, "changed my mind", T0 + timedelta(hours=1))
     assert edited is not None
-    assert await repo.edit_reply(1, "changed my mind", T0) is None  # same text: nothing to do
-    assert (await repo.pending_replies())[0].message_id == 1
-    await repo.save_stance(edited.id, StanceResult("fair", 0.8), model_version="test")
-    assert dict((await repo.tally(catalog.get("alliance"), 1)).counts) == {"fair": 1}
-    assert await repo.delete_reply(1)
-    assert not await repo.delete_reply(1)
-    assert (await repo.tally(catalog.get("alliance"), 1)).total == 0
-    assert await repo.stance_of(1) is not None  # history stays; it just no longer counts
+    assert await repo.writes.edit_reply(1, "changed my mind", T0) is None  # same text: nothing to do
+    assert (await repo.writes.pending_after(0))[0].message_id == 1
+    await save_stance(repo, edited, StanceResult("fair", 0.8), model_version="test")
+    assert dict((await repo.tallies.tally(catalog.get("alliance"), 1)).counts) == {"fair": 1}
+    assert await repo.writes.delete_reply(1)
+    assert not await repo.writes.delete_reply(1)
+    assert (await repo.tallies.tally(catalog.get("alliance"), 1)).total == 0
+    assert await repo.tallies.stance_of(1) is not None  # history stays; it just no longer counts
 
 
 async def test_guilds_are_separate(repo: Repository, catalog: PromptCatalog) -> None:
@@ -78,5 +80,5 @@ async def test_guilds_are_separate(repo: Repository, catalog: PromptCatalog) -> 
     b = await _post(repo, catalog, guild_id=2)
     await _reply(repo, a, 1, author=7, label="unfair")
     await _reply(repo, b, 2, author=7, label="fair")
-    assert dict((await repo.tally(catalog.get("alliance"), 1)).counts) == {"unfair": 1}
-    assert dict((await repo.tally(catalog.get("alliance"), 2)).counts) == {"fair": 1}
+    assert dict((await repo.tallies.tally(catalog.get("alliance"), 1)).counts) == {"unfair": 1}
+    assert dict((await repo.tallies.tally(catalog.get("alliance"), 2)).counts) == {"fair": 1}
