@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -20,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from bot.core.tasks import BackgroundTask
 
 if TYPE_CHECKING:
     import discord
@@ -195,12 +196,11 @@ class LoopLagProbe:
         self.on_sample = on_sample
         self.max_lag = 0.0
         self.samples = 0
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("loop-lag-probe", self._run)
 
     def start(self) -> None:
         """Start probing (idempotent)."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="loop-lag-probe")
+        self._task.start()
 
     def reset(self) -> None:
         """Start a new window for :attr:`max_lag` (e.g. after start-up); the metrics keep the all-time maximum."""
@@ -209,11 +209,7 @@ class LoopLagProbe:
 
     async def stop(self) -> None:
         """Stop probing."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -328,12 +324,11 @@ class Observability:
 
 
 async def start_observability(
-    settings: Settings, bot: discord.Client, pipeline: ReplyPipeline, service: StanceService
+    settings: Settings, bot: discord.Client, pipeline: ReplyPipeline, service: StanceService, metrics: Metrics
 ) -> Observability:
-    """Count what the pipeline and the model do, probe the event loop, and serve ``/metrics`` if enabled."""
+    """Watch the pipeline and the model (``metrics`` is their observer), probe the event loop, and serve
+    ``/metrics`` if enabled."""
     started = time.monotonic()
-    metrics = Metrics()
-    pipeline.observer = metrics
     metrics.watch(service=service, pipeline=pipeline, gateway_latency=lambda: bot.latency)
     probe = LoopLagProbe(on_sample=metrics.lag)
     probe.start()

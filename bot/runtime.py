@@ -13,8 +13,8 @@ from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import PromptCatalog
 from bot.core.service import StanceService
 from bot.core.stance import build_classifier
-from bot.metrics import Observability, start_observability
-from bot.pipeline import build_pipeline
+from bot.metrics import Metrics, Observability, start_observability
+from bot.pipeline import ReplyOutcome, build_pipeline
 from bot.storage.db import make_engine, make_sessionmaker, upgrade
 from bot.storage.repository import Repository
 
@@ -77,10 +77,18 @@ async def build_runtime(settings: Settings, *, encoder: SentenceEncoder | None =
         import torch
 
         torch.set_num_threads(settings.model.threads)
+    metrics = Metrics()
     service = make_stance_service(settings, catalog, encoder)
-    pipeline = build_pipeline(settings, repo, service)
+
+    # The pipeline reports to the bot, which is built on it: its listeners find the bot when they are called.
+    def notify(outcome: ReplyOutcome) -> None:
+        bot.dispatch("stance_recorded", outcome)
+
+    async def missed(threads: set[int]) -> None:
+        bot.dispatch("threads_missed", threads)
+
+    pipeline = build_pipeline(settings, repo.writes, service, observer=metrics, notify=notify, on_missed=missed)
     services = Services(settings, catalog, repo, service, pipeline)
     bot = Stancebot(services)
-    pipeline.notify = lambda outcome: bot.dispatch("stance_recorded", outcome)
-    observability = await start_observability(settings, bot, pipeline, service)
+    observability = await start_observability(settings, bot, pipeline, service, metrics)
     return Runtime(bot, services, engine, observability)

@@ -1,8 +1,8 @@
 """The scheduler: posts due digests and prompts from database rows, once, even across restarts and processes.
 
-One task sleeps until the nearest due row (``DigestStore.next_wakeup``), wakes early when :meth:`Scheduler.wake`
+One task sleeps until the nearest due row (``Schedules.next_wakeup``), wakes early when :meth:`Scheduler.wake`
 is called (a schedule was added), and caps its sleep so rows added by another process are seen. Each due digest is
-claimed in the database before it is posted (see :mod:`bot.storage.digests`), so a second process, a restart or
+claimed in the database before it is posted (see :mod:`bot.storage.schedules`), so a second process, a restart or
 a re-run posts nothing twice. A digest that fell due while the bot was down is posted once on start, marked late;
 older missed periods are skipped, not posted in a burst. No discord.py here: posting is a :class:`Publisher`.
 """
@@ -24,6 +24,7 @@ from bot.core.digest import Digest
 from bot.core.errors import StancebotError
 from bot.core.prompts import PromptCatalog
 from bot.core.shards import ShardSet
+from bot.core.tasks import BackgroundTask
 from bot.storage.digests import DigestQueries
 from bot.storage.models import utcnow
 from bot.storage.schedules import DigestClaim, PromptScheduleInfo, ScheduleInfo, Schedules
@@ -102,22 +103,17 @@ class Scheduler:
         self.worker = worker_id()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("stancebot-scheduler", self._loop)
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the background task (idempotent)."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._loop(), name="stancebot-scheduler")
+        self._task.start()
 
     async def stop(self) -> None:
         """Stop the background task and wait for it."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     def wake(self) -> None:
         """Look at the database again now (a schedule was added or moved, or the clock was advanced)."""

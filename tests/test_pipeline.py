@@ -21,6 +21,7 @@ from bot.pipeline import PipelineOptions, ReplyBufferedError, ReplyOutcome, Repl
 from bot.storage.models import Reply, Stance
 from bot.storage.records import NewReply, PostInfo
 from bot.storage.repository import Repository
+from bot.storage.writes import Writes
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 FAST = PipelineOptions(write_max_wait_ms=1, retry_initial_s=0.02, retry_max_s=0.1, max_attempts=3)
@@ -48,15 +49,10 @@ class Keyword:
 class Outage:
     """Makes the database look down for the pipeline (its batched store and the repository's edits/deletes)."""
 
-    def __init__(self, store: IngestStore, repo: Repository) -> None:
+    def __init__(self, store: Writes) -> None:
         self.down = False
-        guarded = [
-            (store, ("add_replies", "save_stances", "ping", "pending_after")),
-            (repo, ("edit_reply", "delete_reply")),
-        ]
-        for obj, names in guarded:
-            for name in names:
-                setattr(obj, name, self._guard(getattr(obj, name)))
+        for name in ("add_replies", "save_stances", "ping", "pending_after", "edit_reply", "delete_reply"):
+            setattr(store, name, self._guard(getattr(store, name)))
 
     def _guard(self, method: Any) -> Any:
         async def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -88,16 +84,22 @@ async def make(repo: Repository, catalog: PromptCatalog, tmp_path: Path) -> Asyn
     made: list[ReplyPipeline] = []
 
     def build(
-        *, model: Keyword | None = None, max_queue: int = 1000, spool: Path | None = None, max_bytes: int = 1 << 20
+        *,
+        model: Keyword | None = None,
+        max_queue: int = 1000,
+        spool: Path | None = None,
+        max_bytes: int = 1 << 20,
+        on_missed: Any = None,
     ) -> ReplyPipeline:
         folder = spool or tmp_path / "spool"
         sp = Spool(folder, max_bytes=max_bytes)
         sp.open()
-        store = IngestStore(repo)
-        pipeline = ReplyPipeline(repo, _service(catalog, model, max_queue), store=store, spool=sp, options=FAST)
-        pipeline.outage = Outage(store, repo)  # type: ignore[attr-defined]
-        pipeline.notified = []  # type: ignore[attr-defined]
-        pipeline.notify = pipeline.notified.append  # type: ignore[attr-defined]
+        store = Writes(repo.db)  # its own, so that each pipeline's outage switch is its own
+        notified: list[ReplyOutcome] = []
+        service = _service(catalog, model, max_queue)
+        pipeline = ReplyPipeline(store, service, spool=sp, options=FAST, notify=notified.append, on_missed=on_missed)
+        pipeline.outage = Outage(store)  # type: ignore[attr-defined]
+        pipeline.notified = notified  # type: ignore[attr-defined]
         made.append(pipeline)
         return pipeline
 
@@ -214,7 +216,7 @@ async def test_a_failed_classification_is_retried_and_a_poisonous_one_given_up(
 async def test_replies_left_pending_by_a_crash_are_classified_on_resume(
     make: Any, post: PostInfo, repo: Repository
 ) -> None:
-    await IngestStore(repo).add_replies([NewReply(post, m, 7, f"left {m}", T0) for m in range(1, 31)])
+    await repo.writes.add_replies([NewReply(post, m, 7, f"left {m}", T0) for m in range(1, 31)])
     pipeline = make()
     await pipeline.resume()
     await pipeline.wait_idle(30)
@@ -225,13 +227,12 @@ async def test_replies_left_pending_by_a_crash_are_classified_on_resume(
 async def test_when_the_spool_is_full_the_thread_is_caught_up_later(
     make: Any, post: PostInfo, repo: Repository
 ) -> None:
-    pipeline = make(max_bytes=1200)
     missed: list[set[int]] = []
 
     async def catch_up(threads: set[int]) -> None:
         missed.append(threads)
 
-    pipeline.on_missed = catch_up
+    pipeline = make(max_bytes=1200, on_missed=catch_up)
     pipeline.outage.down = True
     await asyncio.gather(*(reply(pipeline, post, m, "x" * 100) for m in range(1, 31)))
     kept = pipeline.spooled

@@ -11,7 +11,6 @@ nothing twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ import discord
 from discord.ext import commands
 
 from bot.core.errors import StancebotError
+from bot.core.tasks import BackgroundTask
 from bot.storage.records import NewReply, PostInfo
 
 if TYPE_CHECKING:
@@ -66,26 +66,28 @@ class CatchUp(commands.Cog):
 
     def __init__(self, bot: Stancebot) -> None:
         self.bot = bot
-        self._task: asyncio.Task[CatchUpReport] | None = None
+        self._task = BackgroundTask("catch-up", self.run)
         #: The last finished run (tests, logs).
         self.last_report: CatchUpReport | None = None
         #: Set each time a run finishes.
         self.finished = asyncio.Event()
 
     async def cog_load(self) -> None:
-        """Take the pipeline's missed threads; catch up now if the bot is already connected."""
-        self.bot.services.pipeline.on_missed = self.catch_up_threads
+        """Catch up now if the bot is already connected."""
         if self.bot.is_ready():
             self._start()
 
     async def cog_unload(self) -> None:
         """Stop a run in progress."""
-        if self.bot.services.pipeline.on_missed == self.catch_up_threads:
-            self.bot.services.pipeline.on_missed = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
+
+    @commands.Cog.listener()
+    async def on_threads_missed(self, thread_ids: set[int]) -> None:
+        """The pipeline's full spool could not keep some replies of these threads: read them from history."""
+        try:
+            await self.catch_up_threads(thread_ids)
+        except Exception:
+            log.exception("Catching up %d threads after a full spool failed", len(thread_ids))
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -95,10 +97,10 @@ class CatchUp(commands.Cog):
     def _start(self) -> None:
         if not self.bot.services.settings.pipeline.catch_up:
             return
-        if self._task is not None and not self._task.done():
+        if self._task.running:
             return  # a run in progress reads up to now; live events cover the rest
         self.finished.clear()
-        self._task = asyncio.create_task(self.run(), name="catch-up")
+        self._task.start()
 
     async def run(self) -> CatchUpReport:
         """Catch up every open prompt thread of the guilds this process serves."""

@@ -7,7 +7,6 @@ The commands join the ``/stance`` group of :mod:`bot.cogs.stance` when this cog 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 from datetime import timedelta
@@ -18,6 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.export import check_size, member_data_to_json
+from bot.core.tasks import BackgroundTask
 from bot.storage.models import utcnow
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class Privacy(commands.Cog):
     def __init__(self, bot: Stancebot) -> None:
         self.bot = bot
         self._commands = _privacy_commands(self)
-        self._purge_task: asyncio.Task[None] | None = None
+        self._purge = BackgroundTask("retention-purge", self._purge_loop)
 
     async def cog_load(self) -> None:
         """Join the ``/stance`` group and start the retention purge (when a retention is configured)."""
@@ -131,7 +131,7 @@ class Privacy(commands.Cog):
         else:
             log.warning("/stance is not loaded; the privacy commands are unavailable (load bot.cogs.stance first)")
         if self.bot.services.settings.privacy.retention_days > 0:
-            self._purge_task = asyncio.create_task(self._purge_loop(), name="retention-purge")
+            self._purge.start()
 
     async def cog_unload(self) -> None:
         """Leave the ``/stance`` group and stop the purge."""
@@ -139,10 +139,7 @@ class Privacy(commands.Cog):
         if isinstance(group, app_commands.Group):
             for command in self._commands:
                 group.remove_command(command.name)
-        if self._purge_task is not None:
-            self._purge_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purge_task
+        await self._purge.stop()
 
     async def delete_messages(self, locations: tuple[tuple[int, int], ...]) -> None:
         """Delete the bot's messages that quote removed text (review messages); failures are logged."""

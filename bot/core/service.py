@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from bot.core.errors import UnknownPromptError
 from bot.core.prompts import Owner, Prompt, PromptCatalog
 from bot.core.stance import StanceClassifier, StanceResult
+from bot.core.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class StanceService:
         self.on_batch = on_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stance")
-        self._worker: asyncio.Task[None] | None = None
+        self._worker = BackgroundTask("stance-batcher", self._run)
         self._busy = 0
         self.stats = BatchStats()
 
@@ -137,17 +137,13 @@ class StanceService:
         """Whether :meth:`submit` with ``wait=False`` would accept a reply now."""
         return not self._queue.full()
 
-    def _ensure_worker(self) -> None:
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._run(), name="stance-batcher")
-
     async def submit(
         self, prompt_id: str, text: str, *, guild_id: Owner = None, wait: bool = True
     ) -> asyncio.Future[StanceResult] | None:
         """Queue one reply to ``prompt_id`` as ``guild_id`` sees it; its result arrives on the returned future.
         ``None`` when the queue is full and ``wait`` is false; with ``wait`` it waits for room instead."""
         key = self.key(prompt_id, guild_id)  # unknown prompts fail here, not in the worker
-        self._ensure_worker()
+        self._worker.start()
         future: asyncio.Future[StanceResult] = asyncio.get_running_loop().create_future()
         job = _Job(key, text, future)
         if wait:
@@ -260,10 +256,7 @@ class StanceService:
 
     async def close(self) -> None:
         """Stop the batcher and the worker thread; replies still queued fail with ``CancelledError``."""
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await self._worker.stop()
         while not self._queue.empty():
             job = self._queue.get_nowait()
             job.future.cancel()

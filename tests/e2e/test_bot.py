@@ -129,7 +129,7 @@ async def test_huge_and_emoji_only_replies_are_unclear_and_kept(world: World) ->
     assert small.result.label == "unclear"
     assert small.result.reason == "no words (emoji or symbols only)"
     assert big.result.label in {"unfair", "unclear"}
-    stored = await _repo(world).pending_replies()
+    stored = await _repo(world).writes.pending_after(0)
     assert stored == []  # both classified, none left pending
     assert await _repo(world).tallies.count_replies() == 2
 

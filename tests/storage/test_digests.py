@@ -18,10 +18,10 @@ from bot.core.shards import ShardSet, shard_of
 from bot.core.stance import StanceResult
 from bot.scheduler import Scheduler
 from bot.storage.db import make_engine, make_sessionmaker, upgrade
-from bot.storage.schedules import STALE_CLAIM, DigestClaim, PromptScheduleInfo
 from bot.storage.models import Base, DigestPost, DigestSchedule
 from bot.storage.records import PostInfo
 from bot.storage.repository import Repository
+from bot.storage.schedules import STALE_CLAIM, DigestClaim, PromptScheduleInfo
 from tests.conftest import add_reply, save_stance
 
 GUILD = 1001

@@ -1,4 +1,4 @@
-"""Batched writes (bot.storage.ingest) on real databases: the same rows as the repository's one-at-a-time path,
+"""The write path (bot.storage.writes) on real databases: a batch leaves the same rows as the same writes one at a time,
 and each reply stored and classified exactly once."""
 
 from __future__ import annotations
