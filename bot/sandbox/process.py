@@ -241,7 +241,7 @@ async def _child(args: argparse.Namespace) -> int:
     import yarl
 
     import bot.app
-    from bot.__main__ import setup_logging
+    from bot.cli.common import setup_logging
     from bot.config import load_settings
     from bot.pipeline import ReplyOutcome
     from bot.runtime import build_runtime

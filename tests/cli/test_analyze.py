@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from bot.cli_analyze import ExportError, analyze, analyze_export, read_export
+from bot.cli.analyze import ExportError, analyze, analyze_export, read_export
 from bot.core.prompts import UNCLEAR, PromptCatalog
 from bot.core.stance import StanceResult
 from bot.storage.db import make_engine, make_sessionmaker, sqlite_url

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bot.cli_export import export
+from bot.cli.export import export
 from bot.core.prompts import PromptCatalog
 from bot.core.stance import StanceResult
 from bot.storage.db import make_sessionmaker, sqlite_url

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bot.__main__ import main
+from bot.cli import main
 from bot.core import datasets, onnx_export
 from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import UNCLEAR, PromptCatalog

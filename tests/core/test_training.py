@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bot.__main__ import main
+from bot.cli import main
 from bot.cli_model import export_for_bot
 from bot.config import ModelSettings, Settings
 from bot.core import datasets

@@ -12,8 +12,6 @@ import asyncio
 import csv
 import json
 import logging
-import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -25,7 +23,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from bot.config import Settings, load_settings
+from bot.cli.common import config_option, fail, run_async, settings_from
+from bot.config import Settings
 from bot.core.chart import render_chart
 from bot.core.digest import Digest, render_markdown, render_terminal
 from bot.core.errors import StancebotError
@@ -270,11 +269,6 @@ def _classifier_for(settings: Settings, prompt: Prompt) -> StanceClassifier:
     )
 
 
-def _exit(message: str) -> None:
-    click.echo(f"stancebot: {message}", err=True)
-    sys.exit(2)
-
-
 @click.command("analyze")
 @click.argument("export", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--prompt", "prompt_id", required=True, help="The prompt whose stances to look for, e.g. alliance.")
@@ -291,7 +285,7 @@ def _exit(message: str) -> None:
 @click.option("--count-mode", type=click.Choice(["member", "reply"]), default=None, help="Default: bot.count_mode.")
 @click.option("--database", default=None, help="Database URL (default: a fresh OUT/analysis.db).")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=64, show_default=True)
-@click.option("--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@config_option
 def analyze(
     export: Path,
     prompt_id: str,
@@ -305,18 +299,13 @@ def analyze(
     config: Path | None,
 ) -> None:
     """Classify every message of a DiscordChatExporter JSON EXPORT and write digest.md, chart.png, stances.csv."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    settings = settings_from(config)
     try:
-        if config is None and Path("config.toml").is_file():
-            config = Path("config.toml")
-        settings = load_settings(config)
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         catalog = PromptCatalog.from_dir(settings.path(settings.prompts.dir))
         prompt = catalog.get(prompt_id)
         zone(tz or settings.general.timezone)
     except StancebotError as exc:
-        _exit(str(exc))
-        return
+        fail(str(exc))
     out = out_dir or export.with_name(f"{export.stem}-stances")
     if database is None:
         (out / "analysis.db").unlink(missing_ok=True)
@@ -341,13 +330,7 @@ def analyze(
             console=console,
         )
 
-    try:
-        result = asyncio.run(_main())
-    except StancebotError as exc:
-        _exit(str(exc))
-        return
-    except KeyboardInterrupt:
-        sys.exit(130)
+    result = run_async(_main)
     report(result, Console(highlight=False, soft_wrap=True))
 
 
@@ -364,6 +347,3 @@ def report(result: Analysis, console: Console) -> None:
             f"wrote {result.csv_path}, {result.markdown_path}, {result.chart_path}"
         )
     )
-
-
-COMMANDS: list[click.Command] = [analyze]

@@ -1,6 +1,6 @@
 """``stancebot export``: a prompt's replies and stances (CSV/JSON), or moderators' corrections as training data.
 
-Registered in ``bot.__main__`` from :data:`COMMANDS`. Reads the configured database through the same repository
+Reads the configured database through the same repository
 as the bot; writes to a file or to standard output.
 
 * ``stancebot export --prompt alliance --guild 123 --format csv --out alliance.csv``
@@ -11,20 +11,16 @@ as the bot; writes to a file or to standard output.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import click
 from sqlalchemy import inspect
 
-from bot.config import load_settings
+from bot.cli.common import config_option, run_async, settings_from
 from bot.core.errors import StancebotError
 from bot.core.export import FORMATS, corrections_to_jsonl, render_rows
 from bot.storage.db import database_errors, make_engine, make_sessionmaker
 from bot.storage.repository import Repository
-
-DEFAULT_CONFIG = Path("config.toml")
 
 
 async def export_text(
@@ -58,7 +54,7 @@ async def export_text(
 @click.option("--corrections", is_flag=True, help="Export moderators' corrections as JSONL training data instead.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File (default: stdout).")
 @click.option("--database", default=None, help="Database URL (default: database.url from the settings).")
-@click.option("--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@config_option
 def export(
     prompt: str | None,
     guild_id: int | None,
@@ -69,21 +65,14 @@ def export(
     config: Path | None,
 ) -> None:
     """Export a prompt's replies and stances, or moderators' corrections for `stancebot train`."""
-    if config is None and DEFAULT_CONFIG.is_file():
-        config = DEFAULT_CONFIG
-    try:
-        settings = load_settings(config)
-        url = database or settings.database.url
-        text, count = asyncio.run(export_text(url, prompt=prompt, guild_id=guild_id, fmt=fmt, corrections=corrections))
-    except StancebotError as exc:
-        click.echo(f"stancebot: {exc}", err=True)
-        sys.exit(2)
+    settings = settings_from(config)
+    url = database or settings.database.url
+    text, count = run_async(
+        lambda: export_text(url, prompt=prompt, guild_id=guild_id, fmt=fmt, corrections=corrections)
+    )
     if out is None:
         click.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
         what = "corrections" if corrections else "replies"
         click.echo(f"Wrote {count} {what} to {out}.", err=True)
-
-
-COMMANDS: list[click.Command] = [export]
