@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import discord
@@ -84,11 +84,9 @@ class Stancebot(commands.AutoShardedBot):
         self._heap_frozen = False
 
     async def setup_hook(self) -> None:
-        """Sync prompts, detect the message-content intent, register persistent buttons, load cogs (a broken one is
-        logged, not fatal), sync commands, warm up the models, freeze the start-up heap (``general.freeze_gc``) and
-        classify what the last run left pending."""
-        from bot.cogs._views import DYNAMIC_ITEMS
-
+        """Sync prompts, detect the message-content intent, load cogs (a broken one is logged, not fatal; each
+        registers its own persistent buttons), sync commands, warm up the models, freeze the start-up heap
+        (``general.freeze_gc``) and classify what the last run left pending."""
         for prompt in self.services.catalog:
             await self.services.repo.prompts.sync_prompt(prompt)
         for prompt, guild_id in await self.services.repo.prompts.guild_added_prompts():
@@ -99,7 +97,6 @@ class Stancebot(commands.AutoShardedBot):
         for post in await self.services.repo.prompts.open_posts():
             self._posts[post.thread_id] = post
         await self._detect_message_content()
-        self.add_dynamic_items(*DYNAMIC_ITEMS)
         for ext in EXTENSIONS:
             try:
                 await self.load_extension(ext)
@@ -153,6 +150,11 @@ class Stancebot(commands.AutoShardedBot):
     def resolve_prompt(self, prompt_id: str, guild_id: int | None) -> Prompt:
         """The prompt called ``prompt_id`` if this guild can use it; else an error listing the ones it can."""
         return self.services.catalog.get(prompt_id, guild_id)
+
+    def now(self) -> datetime:
+        """What time it is (aware UTC): ``services.clock`` when set (tests, the sandbox), else the real clock."""
+        clock = self.services.clock
+        return clock() if clock is not None else datetime.now(UTC)
 
     # -- posts --------------------------------------------------------------------------------------------------
 

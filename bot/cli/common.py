@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -12,10 +11,10 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
-from pythonjsonlogger.json import JsonFormatter
 
 from bot.config import Settings, load_settings
 from bot.core.errors import StancebotError
+from bot.logs import setup_logging
 
 T = TypeVar("T")
 
@@ -28,27 +27,6 @@ config_option = click.option(
     default=None,
     help="Settings file (default: ./config.toml if present, else built-in defaults).",
 )
-
-
-def setup_logging(level: str, fmt: str = "text") -> None:
-    """Configure logging once on stderr: readable lines (``text``) or one JSON object per line (``json``, for a log
-    collector: ``time``, ``level``, ``logger``, ``message`` and any ``extra`` fields); discord.py's HTTP chatter at
-    WARNING."""
-    handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-                timestamp=False,
-            )
-        )
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    for noisy in ("discord.http", "discord.gateway", "discord.client", "aiohttp.access", "httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
 def fail(message: str) -> NoReturn:

@@ -5,8 +5,9 @@
 * ``stancebot:review:<item>:<label>`` and ``stancebot:review-skip:<item>`` on a review message: a moderator
   labels (or skips) a reply the model was unsure about.
 
-They are registered once in :meth:`bot.app.Stancebot.setup_hook` (``add_dynamic_items``); nothing is kept in
-memory, so a restarted bot handles presses on messages sent before it started.
+Each is registered by the cog that owns it (``add_dynamic_items`` in ``cog_load``: the declare button by
+:mod:`bot.cogs.prompts`, the review buttons by :mod:`bot.cogs.moderation`); nothing is kept in memory, so a
+restarted bot handles presses on messages sent before it started.
 """
 
 from __future__ import annotations
@@ -152,9 +153,6 @@ class ReviewSkipButton(
             self.item_id, guild_id=interaction.guild_id, actor_id=interaction.user.id
         )
         await show_after_review(interaction, self.item_id, f"Skipped by <@{interaction.user.id}>.")
-
-
-DYNAMIC_ITEMS = (DeclareButton, ReviewButton, ReviewSkipButton)
 
 
 def _rows(view: discord.ui.View, items: list[discord.ui.Item[Any]]) -> discord.ui.View:

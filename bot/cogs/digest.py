@@ -1,6 +1,6 @@
-"""``/digest``: stance digests on a schedule or on demand, and ``/prompt schedule`` to post a prompt later.
+"""``/digest``: stance digests on a schedule or on demand, and the scheduler that posts them and scheduled prompts.
 
-The schedules are database rows (:mod:`bot.storage.digests`); :class:`bot.scheduler.Scheduler` fires them. This
+The schedules are database rows (:mod:`bot.storage.schedules`); :class:`bot.scheduler.Scheduler` fires them. This
 cog only parses commands, renders digests for Discord and posts them. Every message goes out with
 ``AllowedMentions.none()``, and quoted replies have their mentions neutralised.
 """
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import discord
@@ -19,14 +18,14 @@ from discord.ext import commands
 
 from bot.cogs._checks import moderator_only, require_bot_permissions
 from bot.cogs._digest_render import chart_file, digest_embed
-from bot.cogs.prompts import prompt_autocomplete, publish_prompt
+from bot.cogs._prompts import prompt_autocomplete, publish_prompt
+from bot.cogs._schedule import guild_zone, when
 from bot.core.chart import render_chart
 from bot.core.digest import Digest
 from bot.core.errors import StancebotError
-from bot.core.periods import WEEKDAYS, Cadence, PeriodKind, ScheduleError, parse_kind, parse_local_time, zone
+from bot.core.periods import WEEKDAYS, Cadence, PeriodKind, parse_kind, parse_local_time
 from bot.core.shards import ShardSet
 from bot.scheduler import Scheduler
-from bot.storage.models import utcnow
 from bot.storage.schedules import DigestClaim, PromptScheduleInfo, ScheduleInfo
 
 if TYPE_CHECKING:
@@ -41,27 +40,6 @@ PERIOD_CHOICES = [
     app_commands.Choice(name="daily", value="daily"),
     app_commands.Choice(name="monthly (first chosen weekday of the month)", value="monthly"),
 ]
-
-
-def clock_of(bot: Stancebot) -> Callable[[], datetime]:
-    """The bot's clock: ``services.clock`` when set (tests, the sandbox), else real UTC time."""
-
-    def now() -> datetime:
-        clock = bot.services.clock
-        return clock() if clock is not None else utcnow()
-
-    return now
-
-
-async def guild_zone(bot: Stancebot, guild_id: int) -> str:
-    """The guild's time zone: set with ``/config timezone``, else ``general.timezone`` from the settings."""
-    return await bot.services.repo.guilds.guild_timezone(guild_id) or bot.services.settings.general.timezone
-
-
-def when(instant: datetime) -> str:
-    """A Discord timestamp: every reader sees it in their own time zone (``<t:…:F>``, relative in brackets)."""
-    unix = int(instant.timestamp())
-    return f"<t:{unix}:F> (<t:{unix}:R>)"
 
 
 class DiscordPublisher:
@@ -133,7 +111,7 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
 
     def __init__(self, bot: Stancebot) -> None:
         self.bot = bot
-        self.clock = clock_of(bot)
+        self.clock = bot.now
         self.repo = bot.services.repo
         self.scheduler = Scheduler(
             self.repo.schedules,
@@ -145,24 +123,20 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
             ready=bot.wait_until_ready,
             shards=ShardSet.of(bot.services.settings.bot.shard_count, bot.services.settings.bot.shard_ids),
         )
-        self._prompt_schedule = _prompt_schedule_command(self)
         super().__init__()
 
     async def cog_load(self) -> None:
-        """Start the scheduler and add ``/prompt schedule`` to the ``/prompt`` group."""
-        group = self.bot.tree.get_command("prompt")
-        if isinstance(group, app_commands.Group):
-            group.add_command(self._prompt_schedule, override=True)
-        else:
-            log.warning("/prompt is not loaded; /prompt schedule is unavailable (load bot.cogs.prompts first)")
+        """Start the scheduler."""
         self.scheduler.start()
 
     async def cog_unload(self) -> None:
-        """Stop the scheduler and remove ``/prompt schedule``."""
+        """Stop the scheduler."""
         await self.scheduler.stop()
-        group = self.bot.tree.get_command("prompt")
-        if isinstance(group, app_commands.Group):
-            group.remove_command(self._prompt_schedule.name)
+
+    @commands.Cog.listener()
+    async def on_schedules_changed(self) -> None:
+        """A schedule was added or moved (here or in another cog): look at the database again now."""
+        self.scheduler.wake()
 
     async def _cadence(self, guild_id: int, prompt_id: str, kind: PeriodKind) -> Cadence:
         """The guild's schedule's cadence for this prompt and kind; else calendar periods in the guild's zone."""
@@ -309,69 +283,6 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
 
 def _schedule_text(schedule: ScheduleInfo) -> str:
     return f"the {schedule.cadence.kind} digest of {schedule.prompt_slug} ({schedule.cadence.describe()})"
-
-
-def parse_post_time(day: str | None, at: str, tz: str, now: datetime) -> datetime:
-    """``at`` (HH:MM) on ``day`` (YYYY-MM-DD) in ``tz``; without a day, the next time the clock shows ``at``."""
-    local_time = parse_local_time(at)
-    zone_info = zone(tz)
-    if day:
-        try:
-            on = date.fromisoformat(day.strip())
-        except ValueError:
-            raise ScheduleError(f"{day!r} is not a date; use YYYY-MM-DD such as 2026-03-30.") from None
-        instant = datetime.combine(on, local_time, tzinfo=zone_info)
-        if instant <= now:
-            raise ScheduleError(f"{day} {at} ({tz}) is in the past.")
-        return instant
-    return Cadence("daily", None, local_time, tz).next_boundary(now)
-
-
-def _prompt_schedule_command(cog: Digests) -> app_commands.Command[app_commands.Group, ..., None]:
-    """``/prompt schedule``, built per cog instance and added to the ``/prompt`` group of the prompts cog."""
-
-    @app_commands.command(name="schedule", description="Post a discussion prompt later, at a set time")
-    @app_commands.describe(
-        prompt="Which prompt to post",
-        time="Local time, 24-hour HH:MM, in the server's time zone (/config timezone)",
-        date="YYYY-MM-DD (default: the next time the clock shows that time)",
-        channel="Where to post it (default: here)",
-    )
-    @app_commands.autocomplete(prompt=prompt_autocomplete)
-    @app_commands.guild_only()
-    @moderator_only()
-    async def prompt_schedule(
-        interaction: discord.Interaction,
-        prompt: str,
-        time: str,
-        date: str | None = None,
-        channel: discord.TextChannel | None = None,
-    ) -> None:
-        assert interaction.guild is not None
-        definition = cog.bot.resolve_prompt(prompt, interaction.guild.id)
-        target = channel or interaction.channel
-        if not isinstance(target, discord.TextChannel):
-            raise ScheduleError("Prompts can be posted in text channels only; pick one with the channel option.")
-        require_bot_permissions(
-            target, send_messages=True, embed_links=True, create_public_threads=True, send_messages_in_threads=True
-        )
-        tz = await guild_zone(cog.bot, interaction.guild.id)
-        now = cog.clock()
-        post_at = parse_post_time(date, time, tz, now)
-        await cog.bot.services.repo.guilds.ensure_guild(interaction.guild.id, interaction.guild.name)
-        info = await cog.repo.schedules.add_prompt_schedule(
-            interaction.guild.id, definition.id, target.id, post_at, tz=tz, created_by=interaction.user.id, now=now
-        )
-        cog.scheduler.wake()
-        await interaction.response.send_message(
-            f"**{definition.id}** will be posted in {target.mention} at {when(info.post_at)} "
-            f"({info.post_at.astimezone(zone(tz)):%Y-%m-%d %H:%M} {tz}). "
-            f"Cancel with `/digest cancel prompt:{info.id}`.",
-            ephemeral=True,
-            allowed_mentions=NONE,
-        )
-
-    return prompt_schedule
 
 
 async def setup(bot: Stancebot) -> None:

@@ -50,14 +50,8 @@ class GuildConfig(commands.GroupCog, group_name="config", group_description="Ser
             return
         zone(name)  # a clear error for unknown names
         await self.bot.services.repo.guilds.ensure_guild(interaction.guild.id, interaction.guild.name)
-        digest_cog = self.bot.get_cog("Digests")
-        clock = getattr(digest_cog, "clock", None)
-        moved = await self.bot.services.repo.guilds.set_guild_timezone(
-            interaction.guild.id, name, now=clock() if clock else discord.utils.utcnow()
-        )
-        scheduler = getattr(digest_cog, "scheduler", None)
-        if scheduler is not None:
-            scheduler.wake()
+        moved = await self.bot.services.repo.guilds.set_guild_timezone(interaction.guild.id, name, now=self.bot.now())
+        self.bot.dispatch("schedules_changed")
         log.info("Guild %s time zone set; %d schedules moved", interaction.guild.id, len(moved))
         note = f" {len(moved)} digest schedule(s) now follow it." if moved else ""
         await interaction.response.send_message(f"Time zone set to **{name}**.{note}", ephemeral=True)

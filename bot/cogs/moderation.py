@@ -1,7 +1,7 @@
 """``/review`` (the queue of replies the model was unsure about) and ``/audit`` (the mod-log), for moderators.
 
 Listens for ``stance_recorded`` (post a reply needing review in the review channel) and ``stance_audit`` (post a
-change in the mod-log channel). The review buttons themselves live in :mod:`bot.cogs._views`.
+change in the mod-log channel). The review buttons live in :mod:`bot.cogs._views`; this cog registers them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cogs._checks import moderator_only, require_bot_permissions
+from bot.cogs._prompts import prompt_autocomplete
 from bot.cogs._render import audit_embed, audit_list_embed, review_embed
-from bot.cogs._views import review_view
-from bot.cogs.prompts import prompt_autocomplete
+from bot.cogs._views import ReviewButton, ReviewSkipButton, review_view
 from bot.core.moderation import AuditRecord, needs_review
 from bot.pipeline import ReplyOutcome
 from bot.storage.records import GuildConfig
@@ -41,6 +41,14 @@ class Moderation(commands.Cog):
     def __init__(self, bot: Stancebot) -> None:
         self.bot = bot
         self._configs: dict[int, GuildConfig] = {}
+
+    async def cog_load(self) -> None:
+        """Handle presses of the review buttons (also on messages sent before a restart)."""
+        self.bot.add_dynamic_items(ReviewButton, ReviewSkipButton)
+
+    async def cog_unload(self) -> None:
+        """Stop handling the review buttons."""
+        self.bot.remove_dynamic_items(ReviewButton, ReviewSkipButton)
 
     async def _config(self, guild_id: int) -> GuildConfig:
         if guild_id not in self._configs:

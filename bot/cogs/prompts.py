@@ -1,4 +1,5 @@
-"""``/prompt``: post, add, list, close and reopen discussion prompts."""
+"""``/prompt``: post, add, list, close, reopen and schedule discussion prompts (one group, built here from
+mixins), and the stance buttons on prompt messages."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cogs._checks import ensure_moderator, moderator_only, require_bot_permissions
-from bot.cogs._render import prompt_embed, prompt_list_embed
-from bot.cogs._views import declare_view
+from bot.cogs._prompts import prompt_autocomplete, publish_prompt
+from bot.cogs._render import prompt_list_embed
+from bot.cogs._schedule import PromptScheduleCommands
+from bot.cogs._views import DeclareButton
 from bot.cogs.errors import guarded
 from bot.core.errors import PromptError
 from bot.core.prompt_form import LABELS_HELP, MAX_INPUT, prompt_from_form
-from bot.core.prompts import MAX_QUESTION, MAX_SOURCE, MAX_SUMMARY, MAX_TITLE, SLUG_RE, Prompt
-from bot.storage.records import PostInfo
+from bot.core.prompts import MAX_QUESTION, MAX_SOURCE, MAX_SUMMARY, MAX_TITLE, SLUG_RE
 
 if TYPE_CHECKING:
     from bot.app import Stancebot
@@ -24,47 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NONE = discord.AllowedMentions.none()
-
-
-async def prompt_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    """Prompt ids this guild can use that match what was typed (at most 25, as Discord allows)."""
-    bot: Stancebot = interaction.client  # type: ignore[assignment]
-    current = current.lower()
-    return [
-        app_commands.Choice(name=f"{p.id}: {p.title}"[:100], value=p.id)
-        for p in bot.prompts_for(interaction.guild_id)
-        if current in p.id or current in p.title.lower()
-    ][:25]
-
-
-async def publish_prompt(
-    bot: Stancebot, channel: discord.TextChannel, prompt: Prompt, *, posted_by: int | None
-) -> PostInfo:
-    """Post ``prompt`` in ``channel`` (with the stance buttons when configured), open its thread and start reading
-    replies. Used by ``/prompt post`` and by scheduled posts."""
-    services = bot.services
-    require_bot_permissions(
-        channel, send_messages=True, embed_links=True, create_public_threads=True, send_messages_in_threads=True
-    )
-    await services.repo.guilds.ensure_guild(channel.guild.id, channel.guild.name)
-    buttons = services.settings.moderation.declare_buttons and bool(prompt.stance_labels)
-    embed = prompt_embed(prompt, buttons=buttons)
-    if buttons:
-        message = await channel.send(embed=embed, view=declare_view(prompt), allowed_mentions=NONE)
-    else:
-        message = await channel.send(embed=embed, allowed_mentions=NONE)
-    thread = await message.create_thread(name=prompt.title[:100], auto_archive_duration=10080)
-    post = await services.repo.prompts.record_post(
-        prompt.id,
-        guild_id=channel.guild.id,
-        channel_id=channel.id,
-        message_id=message.id,
-        thread_id=thread.id,
-        posted_by=posted_by,
-    )
-    bot.remember_post(post)
-    log.info("Posted prompt %s in guild %s thread %s", prompt.id, channel.guild.id, thread.id)
-    return post
 
 
 class AddPromptModal(discord.ui.Modal, title="Add a discussion prompt"):
@@ -127,12 +88,20 @@ class AddPromptModal(discord.ui.Modal, title="Add a discussion prompt"):
 
 
 @app_commands.guild_only()
-class Prompts(commands.GroupCog, group_name="prompt", group_description="Discussion prompts"):
-    """Posting and managing prompts."""
+class Prompts(PromptScheduleCommands, commands.GroupCog, group_name="prompt", group_description="Discussion prompts"):
+    """Posting, managing and scheduling prompts; registers the stance buttons of prompt messages."""
 
     def __init__(self, bot: Stancebot) -> None:
         self.bot = bot
         super().__init__()
+
+    async def cog_load(self) -> None:
+        """Handle presses of the stance buttons on prompt messages (also those sent before a restart)."""
+        self.bot.add_dynamic_items(DeclareButton)
+
+    async def cog_unload(self) -> None:
+        """Stop handling the stance buttons."""
+        self.bot.remove_dynamic_items(DeclareButton)
 
     @app_commands.command(name="post", description="Post a discussion prompt here and open a thread for replies")
     @app_commands.describe(prompt="Which prompt to post")

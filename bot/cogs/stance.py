@@ -1,6 +1,7 @@
 """Reading replies in prompt threads, and ``/stance``: tally, submit, relabel, export.
 
-The privacy subcommands of ``/stance`` (forget-me, mydata, opt-out, opt-in) are added by :mod:`bot.cogs.privacy`.
+One ``/stance`` group, built here from mixins: the privacy subcommands (forget-me, mydata, opt-out, opt-in) are
+:class:`bot.cogs._privacy_commands.PrivacyCommands`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from discord.ext import commands
 
 from bot.app import NO_CONTENT_NOTE
 from bot.cogs._checks import moderator_only
+from bot.cogs._privacy_commands import PrivacyCommands
+from bot.cogs._prompts import prompt_autocomplete
 from bot.cogs._render import tally_embed
-from bot.cogs.prompts import prompt_autocomplete
 from bot.core.errors import StancebotError, StorageError
 from bot.core.export import check_size, render_rows
 from bot.core.moderation import message_link, parse_message_link
@@ -55,7 +57,7 @@ async def label_autocomplete(interaction: discord.Interaction, current: str) -> 
 
 
 @app_commands.guild_only()
-class StanceCog(commands.GroupCog, group_name="stance", group_description="Stances and tallies"):
+class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_description="Stances and tallies"):
     """Classifies replies and shows tallies."""
 
     def __init__(self, bot: Stancebot) -> None:

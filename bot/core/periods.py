@@ -244,3 +244,19 @@ class Cadence:
             return f"every {WEEKDAYS[self.weekday or 0]} at {at} ({self.tz})"
         day = "the 1st" if self.weekday is None else f"the first {WEEKDAYS[self.weekday]}"
         return f"on {day} of every month at {at} ({self.tz})"
+
+
+def parse_post_time(day: str | None, at: str, tz: str, now: datetime) -> datetime:
+    """``at`` (HH:MM) on ``day`` (YYYY-MM-DD) in ``tz``; without a day, the next time the clock shows ``at``."""
+    local_time = parse_local_time(at)
+    zone_info = zone(tz)
+    if day:
+        try:
+            on = date.fromisoformat(day.strip())
+        except ValueError:
+            raise ScheduleError(f"{day!r} is not a date; use YYYY-MM-DD such as 2026-03-30.") from None
+        instant = datetime.combine(on, local_time, tzinfo=zone_info)
+        if instant <= now:
+            raise ScheduleError(f"{day} {at} ({tz}) is in the past.")
+        return instant
+    return Cadence("daily", None, local_time, tz).next_boundary(now)

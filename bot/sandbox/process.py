@@ -241,8 +241,8 @@ async def _child(args: argparse.Namespace) -> int:
     import yarl
 
     import bot.app
-    from bot.cli.common import setup_logging
     from bot.config import load_settings
+    from bot.logs import setup_logging
     from bot.pipeline import ReplyOutcome
     from bot.runtime import build_runtime
 

@@ -91,7 +91,7 @@ def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]) -
     import json
     import logging
 
-    from bot.cli.common import setup_logging
+    from bot.logs import setup_logging
 
     try:
         setup_logging("INFO", "json")
