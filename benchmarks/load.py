@@ -1,9 +1,9 @@
-"""Issue 7's benchmark: the real bot, the real model, PostgreSQL, under a steady stream of replies.
+"""The load benchmark: the real bot, the real model, PostgreSQL, under a steady stream of replies.
 
     .venv/bin/python benchmarks/load.py [--rate 50] [--seconds 60] [--skip-classify] [--json out.json]
 
 (a) classification throughput, batched vs a one-message-at-a-time ``transformers`` pipeline on the same 2,000
-    replies: ``benchmarks/classify.py`` (issue 4's), run as is, its figures quoted;
+    replies: ``benchmarks/classify.py``, run as is, its figures quoted;
 (b) the loopback Discord server (this process) sends replies at ``--rate`` per second for ``--seconds`` to the real
     bot (a child process: ``bot.sandbox.process``) on a fresh database on the PostgreSQL server at 127.0.0.1:5432;
     printed: p50/p99 from the gateway event leaving the server to the stance committed (the bot records the time it
@@ -77,7 +77,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_classify(n: int) -> dict[str, Any]:
-    """(a): issue 4's benchmark, as a subprocess; its JSON."""
+    """(a): ``benchmarks/classify.py``, as a subprocess; its JSON."""
     script = PROJECT_ROOT / "benchmarks" / "classify.py"
     if not script.exists():
         return {"error": "benchmarks/classify.py is missing"}

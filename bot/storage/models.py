@@ -141,7 +141,7 @@ class Stance(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-# -- digests and schedules (issue 5) -----------------------------------------------------------------------------
+# -- digests and schedules ---------------------------------------------------------------------------------------
 
 #: Digest queries walk the replies of a prompt in a guild written between two instants: this index finds them and
 #: carries the columns they read (author, message, deleted), and the next one finds each reply's current stance,
@@ -236,7 +236,7 @@ class PromptSchedule(Base):
     error: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
-# -- moderation and privacy (issue 6) ----------------------------------------------------------------------------
+# -- moderation and privacy --------------------------------------------------------------------------------------
 
 #: Forget-me and /stance mydata find a member's replies in every guild and prompt by this index.
 Index("ix_replies_author_id", Reply.author_id)

@@ -81,3 +81,28 @@ def test_token_from_env_or_file(tmp_path: Path) -> None:
     assert read_token(settings, environ={}) == "from-file"
     with pytest.raises(ConfigError, match="No Discord token"):
         read_token(load_settings(None, environ={}), environ={})
+
+
+def test_the_example_config_documents_every_setting_and_only_settings() -> None:
+    """config.example.toml and the settings model name the same sections and keys, both ways, each key with its
+    default value and a comment above it (or above its group)."""
+    import tomllib
+
+    from bot.config import Settings
+
+    text = (PROJECT_ROOT / "config.example.toml").read_text(encoding="utf-8")
+    example = tomllib.loads(text)
+    model = {name: set(field.annotation.model_fields) for name, field in Settings.model_fields.items()}  # type: ignore[union-attr]
+    assert set(example) == set(model)
+    for section, keys in model.items():
+        assert set(example[section]) == keys, section
+        defaults = getattr(Settings(), section)
+        for key in keys:
+            assert example[section][key] == getattr(defaults, key), f"{section}.{key}"
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        if "=" in line and not line.startswith("#"):
+            above = next(
+                prior for prior in reversed(lines[:number]) if not ("=" in prior and not prior.startswith("#"))
+            )
+            assert above.startswith(("#", "[")), line

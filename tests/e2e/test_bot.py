@@ -1,4 +1,4 @@
-"""Issue 3 end to end: the real discord.py client against the loopback Discord server, real model, real database."""
+"""End to end: the real discord.py client against the loopback Discord server, real model, real database."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ async def test_a_bot_that_never_connected_closes_cleanly(
 async def test_the_start_up_heap_is_frozen_while_running_and_given_back_on_close(
     server: LoopbackDiscord, db_url: str, build_dir: Path, encoder: SentenceEncoder
 ) -> None:
-    """A full garbage collection over the libraries and the model stalled the event loop ~150 ms (issue 7)."""
+    """A full garbage collection over the libraries and the model stalled the event loop ~150 ms."""
     gc.unfreeze()
     async with running_bot(e2e_settings(db_url, build_dir), server, encoder=encoder) as runtime:
         assert gc.get_freeze_count() > 50_000  # discord.py, SQLAlchemy, the model's libraries

@@ -1,4 +1,4 @@
-"""Issue 7 end to end, in process: replies posted while the bot was down are read from the thread's history when it
+"""End to end, in process: replies posted while the bot was down are read from the thread's history when it
 starts again (the catch-up cog), classified once, and the live reply before the outage is not stored twice."""
 
 from __future__ import annotations

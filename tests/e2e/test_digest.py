@@ -1,4 +1,4 @@
-"""Issue 5 end to end: digests through the real discord.py client, the loopback server, the real model and database."""
+"""End to end: digests through the real discord.py client, the loopback server, the real model and database."""
 
 from __future__ import annotations
 

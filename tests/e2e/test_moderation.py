@@ -1,4 +1,4 @@
-"""Issue 6 end to end: counting rules, declared stances, corrections, the review queue, prompt management, privacy
+"""End to end: counting rules, declared stances, corrections, the review queue, prompt management, privacy
 and the bot without the message-content intent, through the real discord.py client and the loopback server."""
 
 from __future__ import annotations

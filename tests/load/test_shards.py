@@ -1,7 +1,7 @@
 """Sharding: two bot processes, each with its own shard, on one PostgreSQL database.
 
 Each process receives only its shard's guilds and fires only their schedules (``Scheduler(shards=...)``); a
-scheduled digest is also claimed in the database before it is posted (``digest_posts``' unique key, issue 5), so
+scheduled digest is also claimed in the database before it is posted (``digest_posts``' unique key), so
 even two processes serving the same guild would post it once.
 """
 
