@@ -15,6 +15,7 @@ import yarl
 from aiohttp import web
 
 from ._gateway import Gateway, GatewaySession
+from ._http import RecordedRequest
 from ._interactions import (
     CALLBACK_MODAL,
     TYPE_APPLICATION_COMMAND,
@@ -25,7 +26,7 @@ from ._interactions import (
     Interactions,
     PendingInteraction,
 )
-from ._rest import API_PREFIX, RecordedRequest, RestApi
+from ._rest import API_PREFIX, RestApi
 from ._world import ALL_PERMISSIONS, JSON, Channel, Guild, Member, User, World, iso_now
 
 #: Component types whose interaction data carries ``values`` (the five kinds of select).

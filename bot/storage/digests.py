@@ -32,8 +32,8 @@ from bot.storage.base import Database, Store
 from bot.storage.db import dialect_of
 from bot.storage.models import Reply, Stance
 from bot.storage.prompts import prompt_row
+from bot.storage.rules import opted_out
 from bot.storage.tallies import Tallies
-from bot.storage.writes import opted_out
 
 #: How many periods the trend shows by default (the digest's own period included).
 HISTORY = 8

@@ -11,8 +11,8 @@ from bot.storage.base import Store
 from bot.storage.models import AuditEntry, DigestSchedule, Guild, PromptRow, utcnow
 from bot.storage.models import GuildSettings as GuildSettingsRow
 from bot.storage.records import GuildConfig
+from bot.storage.rules import ensure_guild
 from bot.storage.schedules import ScheduleInfo, schedule_info
-from bot.storage.writes import ensure_guild
 
 
 class GuildSettings(Store):

@@ -15,7 +15,7 @@ from bot.core.stance import StanceResult
 from bot.storage.base import Store
 from bot.storage.models import AuditEntry, OptOut, PromptRow, Reply, ReviewItem, Stance, utcnow
 from bot.storage.records import MODERATOR, NotAReplyError, ReviewDoneError, ReviewInfo
-from bot.storage.writes import add_stances, recount, stance_row
+from bot.storage.rules import add_stances, recount, stance_row
 
 log = logging.getLogger(__name__)
 

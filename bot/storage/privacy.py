@@ -25,8 +25,8 @@ from bot.storage.models import (
     utcnow,
 )
 from bot.storage.prompts import require_prompt_row
+from bot.storage.rules import is_opted_out, recount_everywhere
 from bot.storage.schedules import forget_creator
-from bot.storage.writes import is_opted_out, recount_everywhere
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from bot.core.prompts import Prompt, prompt_from_dict
 from bot.storage.base import Store
 from bot.storage.models import AuditEntry, DeclaredStance, PromptPost, PromptRow, Stance, utcnow
 from bot.storage.records import PostInfo, PromptOverview, PromptState
-from bot.storage.writes import ensure_guild
+from bot.storage.rules import ensure_guild
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from bot.storage.base import Store
 from bot.storage.db import insert_for
 from bot.storage.models import DigestPost, DigestSchedule, PromptRow, PromptSchedule
 from bot.storage.prompts import require_prompt_row
-from bot.storage.writes import ensure_guild
+from bot.storage.rules import ensure_guild
 
 #: A claim not marked posted after this long is considered abandoned (its process died) and may be taken over.
 STALE_CLAIM = timedelta(minutes=10)

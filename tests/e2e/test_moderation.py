@@ -1,105 +1,35 @@
-"""End to end: counting rules, declared stances, corrections, the review queue, prompt management, privacy
-and the bot without the message-content intent, through the real discord.py client and the loopback server."""
+"""End to end: counting rules, declared stances, corrections, the review queue, permissions and prompt
+management, through the real discord.py client and the loopback server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import discord
 import pytest
-from sqlalchemy import update
 
 from bot.app import EXTENSIONS
 from bot.core.encoder import SentenceEncoder
 from bot.sandbox.server import LoopbackDiscord
-from bot.storage.db import sqlite_url
-from bot.storage.models import Reply, utcnow
-from bot.storage.repository import Repository
-from tests.e2e.conftest import World, e2e_settings, new_guild, post_prompt, text_of, world_on
-
-UNFAIR = "Japan should pay way more, we protect them for free"
-FAIR = "Unfair? No way, Japan covers most of the cost of hosting U.S. troops."
-UNSURE = "I guess maybe, not sure about the bases honestly"
-
-
-# -- helpers ---------------------------------------------------------------------------------------------------
-
-
-def repo_of(world: World) -> Repository:
-    return world.runtime.services.repo
-
-
-async def tally_of(world: World, prompt: str = "alliance") -> dict[str, int]:
-    """The stored tally, without zero rows."""
-    definition = world.runtime.services.catalog.get(prompt, world.guild.id)
-    tally = await repo_of(world).tallies.tally(definition, world.guild.id)
-    return {label: n for label, n in tally.counts.items() if n}
-
-
-def slash(world: World, who: Any, command: str, sub: str, /, **options: Any) -> Any:
-    """Run ``/command sub`` in the world's channel as ``who``."""
-    return world.slash(who, command, sub, **options)
-
-
-async def wait_event(world: World, event: str, check: Any, action: Any) -> Any:
-    """Run ``action`` and wait for the bot to dispatch ``event`` passing ``check``."""
-    waiter = asyncio.ensure_future(world.bot.wait_for(event, check=check, timeout=20))
-    await action
-    return await waiter
-
-
-async def bot_post_in(world: World, channel_id: int, before: int) -> Any:
-    """The first message the bot posts in ``channel_id`` after request number ``before``."""
-    request = await world.server.wait_for(
-        lambda r: r.method == "POST" and r.path == f"/channels/{channel_id}/messages"
-        and world.server.requests.index(r) >= before,
-        timeout=20,
-    )  # fmt: skip
-    return request.response
-
-
-async def until(predicate: Any) -> None:
-    """Poll an async predicate until it holds (at most 10 s)."""
-    for _ in range(200):
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("the condition never held")
-
-
-@asynccontextmanager
-async def bot_on(
-    server: LoopbackDiscord,
-    encoder: SentenceEncoder,
-    build_dir: Path,
-    db_url: str,
-    guild: Any,
-    channel: Any,
-    moderator: Any,
-    members: dict[str, Any],
-    **env: str,
-) -> AsyncIterator[World]:
-    """A bot with extra settings on an existing server, guild and database."""
-    settings = e2e_settings(db_url, build_dir, **env)
-    async with world_on(server, settings, encoder=encoder, guild=(guild, channel, moderator), members=members) as w:
-        yield w
-
-
-@pytest.fixture
-async def sqlite_world(
-    server: LoopbackDiscord, encoder: SentenceEncoder, build_dir: Path, tmp_path: Path
-) -> AsyncIterator[World]:
-    """Like ``world``, on SQLite only: for tests where the database makes no difference."""
-    guild, channel, moderator = new_guild(server)
-    async with bot_on(server, encoder, build_dir, sqlite_url(tmp_path / "bot.db"), guild, channel, moderator, {}) as w:
-        yield w
-
+from tests.e2e.conftest import (
+    FAIR,
+    UNFAIR,
+    UNSURE,
+    World,
+    bot_on,
+    bot_post_in,
+    new_guild,
+    post_prompt,
+    repo_of,
+    slash,
+    tally_of,
+    text_of,
+    until,
+    wait_event,
+)
 
 # -- counting rules --------------------------------------------------------------------------------------------
 
@@ -436,158 +366,3 @@ async def test_prompt_add_list_post_classify_close_reopen(sqlite_world: World) -
     later = await world.reply(thread_id, "kenji", "cut tariffs, they are a tax on us")
     assert later.result.label == "cut"
     assert await tally_of(world, "tariffs") == {"raise": 1, "cut": 1}
-
-
-# -- export and privacy ----------------------------------------------------------------------------------------
-
-
-async def _export(world: World, fmt: str = "json") -> list[dict[str, Any]]:
-    result = await slash(world, world.moderator, "stance", "export", prompt="alliance", format=fmt)
-    assert result.ephemeral
-    [message] = result.followups
-    [attachment] = message["attachments"]
-    upload = next(r for r in reversed(world.server.requests) if r.files)
-    [(name, data)] = upload.files
-    assert name == attachment["filename"] == f"alliance-{world.guild.id}.{fmt}"
-    return json.loads(data) if fmt == "json" else [{"csv": data.decode()}]
-
-
-async def test_forget_me_removes_the_member_from_tally_and_export(world: World) -> None:
-    thread_id = await post_prompt(world)
-    post = await world.bot.post_for_thread(thread_id)  # type: ignore[attr-defined]
-    maya, kenji = world.member("maya"), world.member("kenji")
-    outcome = await world.reply(thread_id, "maya", UNFAIR)
-    await world.reply(thread_id, "kenji", FAIR)
-    await world.server.click(world.guild, world.channel.id, maya, post.message_id, "stancebot:declare:unfair")
-    link = f"https://discord.com/channels/{world.guild.id}/{thread_id}/{outcome.reply.message_id}"
-    await slash(world, world.moderator, "stance", "relabel", message=link, label="mutual_benefit")
-    assert {row["author_id"] for row in await _export(world)} == {str(maya.id), str(kenji.id)}
-
-    mine = await slash(world, maya, "stance", "mydata")
-    upload = next(r for r in reversed(world.server.requests) if r.files)
-    data = json.loads(upload.files[0][1])
-    assert mine.ephemeral and data["replies"][0]["text"] == UNFAIR and data["declared_stances"][0]["label"] == "unfair"
-
-    before = await tally_of(world)
-    asked = await slash(world, maya, "stance", "forget-me")  # asks first, deletes nothing yet
-    assert asked.ephemeral and "deletes your 1 stored replies" in text_of(asked) and asked.message is not None
-    buttons = {b["label"]: b["custom_id"] for row in asked.message["components"] for b in row["components"]}
-    assert set(buttons) == {"Delete everything", "Cancel"}
-    kept = await world.server.click(world.guild, world.channel.id, maya, int(asked.message["id"]), buttons["Cancel"])
-    assert kept.content == "Nothing was deleted." and await tally_of(world) == before != {"fair": 1}
-
-    asked = await slash(world, maya, "stance", "forget-me")
-    assert asked.message is not None
-    buttons = {b["label"]: b["custom_id"] for row in asked.message["components"] for b in row["components"]}
-    gone = await world.server.click(
-        world.guild, world.channel.id, maya, int(asked.message["id"]), buttons["Delete everything"]
-    )
-    assert "removed 1 replies, 2 stances and 1 declared" in gone.content
-    assert gone.message is not None and gone.message["components"] == []
-    assert await tally_of(world) == {"fair": 1}
-    nothing = await slash(world, maya, "stance", "forget-me")
-    assert nothing.content == "I have no replies or stances of yours."
-    assert [row["author_id"] for row in await _export(world)] == [str(kenji.id)]
-    assert "Japan should pay" not in (await _export(world, "csv"))[0]["csv"]
-
-    await slash(world, maya, "stance", "mydata")
-    upload = next(r for r in reversed(world.server.requests) if r.files)
-    after = json.loads(upload.files[0][1])
-    assert after["replies"] == [] and after["declared_stances"] == [] and after["audit_entries_about_you"] == []
-    audit = await repo_of(world).moderation.audit_recent(world.guild.id, 5)
-    assert audit[0].action == "forget" and "1 replies, 2 stances, 1 declared" in (audit[0].detail or "")
-    assert all(maya.id not in (e.actor_id, e.subject_id) for e in audit)
-
-
-async def test_opt_out_stops_counting_and_opt_in_resumes(world: World) -> None:
-    thread_id = await post_prompt(world)
-    post = await world.bot.post_for_thread(thread_id)  # type: ignore[attr-defined]
-    maya = world.member("maya")
-    await world.reply(thread_id, "maya", UNFAIR)
-    out = await slash(world, maya, "stance", "opt-out")
-    assert "opted out" in text_of(out)
-    assert await tally_of(world) == {}
-    await world.server.send_message(thread_id, maya, FAIR)  # not stored
-    await world.reply(thread_id, "kenji", FAIR)
-    assert await repo_of(world).tallies.count_replies() == 2
-    pressed = await world.server.click(world.guild, world.channel.id, maya, post.message_id, "stancebot:declare:fair")
-    assert "opted out" in text_of(pressed)
-    assert all(row["author_id"] != str(maya.id) for row in await _export(world))
-
-    back = await slash(world, maya, "stance", "opt-in")
-    assert "count again" in text_of(back)
-    assert await tally_of(world) == {"unfair": 1, "fair": 1}
-
-
-async def test_retention_purge_removes_old_text_and_review_messages(sqlite_world: World) -> None:
-    world = sqlite_world
-    review = world.server.create_channel(world.guild, "review")
-    await slash(world, world.moderator, "review", "channel", channel=review)
-    repo = repo_of(world)
-    repo.review_below = 0.999
-    thread_id = await post_prompt(world)
-    before = len(world.server.requests)
-    outcome = await world.reply(thread_id, "maya", UNSURE)
-    await bot_post_in(world, review.id, before)
-
-    async def located() -> bool:
-        info = await repo.moderation.open_review_for_reply(outcome.reply.id)
-        return info is not None and info.review_message_id is not None
-
-    await until(located)
-    async with repo.sessions() as s, s.begin():
-        await s.execute(update(Reply).values(created_at=utcnow() - timedelta(days=40)))
-    services = world.runtime.services
-    services.settings = services.settings.model_copy(
-        update={"privacy": services.settings.privacy.model_copy(update={"retention_days": 30})}
-    )
-    cog: Any = world.bot.get_cog("Privacy")
-    assert await cog.purge_once() == 1
-    assert world.server.bot_messages(review.id) == []  # the review message quoted the text: deleted too
-    [row] = await repo.privacy.export_rows("alliance", world.guild.id)
-    assert row.text is None and row.label is not None
-    assert sum((await tally_of(world)).values()) == 1  # the stance still counts
-
-
-# -- without the message-content intent ------------------------------------------------------------------------
-
-
-async def test_without_message_content_intent_submit_mentions_and_buttons_count(
-    encoder: SentenceEncoder, build_dir: Path, db_url: str
-) -> None:
-    """The application lacks the intent but the settings ask for it: the bot detects it and connects without."""
-    await _without_message_content(encoder, build_dir, db_url, configured=True)
-
-
-async def test_message_content_intent_switched_off_in_the_settings(
-    encoder: SentenceEncoder, build_dir: Path, tmp_path: Path
-) -> None:
-    await _without_message_content(encoder, build_dir, sqlite_url(tmp_path / "bot.db"), configured=False)
-
-
-async def _without_message_content(encoder: SentenceEncoder, build_dir: Path, db_url: str, *, configured: bool) -> None:
-    async with LoopbackDiscord(message_content_intent_allowed=False) as server:
-        server.install()
-        guild, channel, moderator = new_guild(server)
-        env = {"STANCEBOT_BOT_MESSAGE_CONTENT_INTENT": "true" if configured else "false"}
-        async with bot_on(server, encoder, build_dir, db_url, guild, channel, moderator, {}, **env) as world:
-            assert not world.bot.message_content_enabled  # type: ignore[attr-defined]
-            assert not server.sessions[-1].intents & discord.Intents(message_content=True).value
-            thread_id = await post_prompt(world)
-            maya = world.member("maya")
-
-            shown = await slash(world, maya, "stance", "tally", prompt="alliance")
-            assert "no message-content intent" in json.dumps(shown.embeds[0])
-
-            result = await slash(world, maya, "stance", "submit", prompt="alliance", text=UNFAIR)
-            assert result.ephemeral and "as `unfair`" in text_of(result)
-            assert await tally_of(world) == {"unfair": 1}
-
-            await server.send_message(thread_id, world.member("kenji"), FAIR)  # Discord hides its text: skipped
-            mentioned = await world.reply(thread_id, "olek", FAIR, mentions_bot=True)
-            assert mentioned.result.label == "fair" and mentioned.reply.content == FAIR
-            assert await repo_of(world).tallies.count_replies() == 2
-
-            post = await world.bot.post_for_thread(thread_id)  # type: ignore[attr-defined]
-            await server.click(guild, channel.id, world.member("lucas"), post.message_id, "stancebot:declare:fair")
-            assert await tally_of(world) == {"unfair": 1, "fair": 2}

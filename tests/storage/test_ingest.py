@@ -18,7 +18,7 @@ from bot.storage.db import make_sessionmaker
 from bot.storage.models import DeclaredStance, Reply, ReviewItem, Stance
 from bot.storage.records import NewReply, PostInfo, ReplyRef, StanceWrite
 from bot.storage.repository import Repository
-from bot.storage.writes import lock_members, member_lock_key
+from bot.storage.rules import lock_members, member_lock_key
 from tests.conftest import add_reply, save_stance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
