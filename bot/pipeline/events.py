@@ -32,65 +32,48 @@ class ReplyOutcome:
 
 
 class PipelineObserver(Protocol):
-    """What the pipeline reports (metrics implement this; see :mod:`bot.metrics`)."""
+    """What the pipeline reports (metrics implement this; see :mod:`bot.metrics`). Each method does nothing by
+    default, so :class:`NullObserver` is just this protocol."""
 
     def reply_received(self) -> None:
         """A new reply reached the pipeline."""
+        return None
 
     def replies_stored(self, count: int) -> None:
         """Replies were written to the database (live, from the spool or from history)."""
+        return None
 
     def reply_duplicate(self) -> None:
         """A reply was already stored (duplicate event) or not stored (opt-out)."""
+        return None
 
     def stance_committed(self, outcome: ReplyOutcome, latency_s: float | None) -> None:
         """A model stance was committed; ``latency_s`` from the reply's arrival, when it arrived live."""
+        return None
 
     def database_error(self, operation: str) -> None:
         """A database operation failed."""
+        return None
 
     def write_batch(self, operation: str, size: int, seconds: float) -> None:
         """A batch of ``size`` writes (``insert`` replies, ``save`` stances) took ``seconds``."""
+        return None
 
     def writes_spooled(self, count: int) -> None:
         """Writes went to the on-disk spool (database down)."""
+        return None
 
     def writes_dropped(self, count: int) -> None:
         """Writes could not be kept (spool full); their threads are caught up from history later."""
+        return None
 
     def replies_caught_up(self, count: int) -> None:
         """Replies found in channel history were stored."""
+        return None
 
 
-class NullObserver:
+class NullObserver(PipelineObserver):
     """Reports nowhere."""
-
-    def reply_received(self) -> None:
-        """Ignore."""
-
-    def replies_stored(self, count: int) -> None:
-        """Ignore."""
-
-    def reply_duplicate(self) -> None:
-        """Ignore."""
-
-    def stance_committed(self, outcome: ReplyOutcome, latency_s: float | None) -> None:
-        """Ignore."""
-
-    def database_error(self, operation: str) -> None:
-        """Ignore."""
-
-    def write_batch(self, operation: str, size: int, seconds: float) -> None:
-        """Ignore."""
-
-    def writes_spooled(self, count: int) -> None:
-        """Ignore."""
-
-    def writes_dropped(self, count: int) -> None:
-        """Ignore."""
-
-    def replies_caught_up(self, count: int) -> None:
-        """Ignore."""
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,12 @@ def text_of(result: Any) -> str:
     return " ".join(p for p in parts if p)
 
 
-def new_guild(server: LoopbackDiscord, name: str = "Test guild") -> tuple[Any, Any, Any]:
+def new_guild(server: LoopbackDiscord, name: str = "Test guild", *, moderator: str = "mod") -> tuple[Any, Any, Any]:
     """A guild with a #debate channel and a moderator (Manage Messages)."""
     guild = server.create_guild(name)
     channel = server.create_channel(guild, "debate")
-    moderator = server.create_member(guild, "mod", permissions=discord.Permissions(manage_messages=True))
-    return guild, channel, moderator
+    mod = server.create_member(guild, moderator, permissions=discord.Permissions(manage_messages=True))
+    return guild, channel, mod
 
 
 @asynccontextmanager

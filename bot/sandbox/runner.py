@@ -6,11 +6,11 @@ import asyncio
 import json
 import logging
 import tempfile
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import discord
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -19,9 +19,13 @@ from bot.config import Settings
 from bot.core.errors import ConfigError
 from bot.core.prompts import UNCLEAR, PromptCatalog
 from bot.pipeline import ReplyOutcome
-from bot.runtime import build_runtime
+from bot.runtime import Runtime
+from bot.sandbox.harness import new_guild, text_of, world_on
 from bot.sandbox.server import LoopbackDiscord
 from bot.storage.db import sqlite_url
+
+if TYPE_CHECKING:
+    from bot.app import Stancebot
 
 log = logging.getLogger(__name__)
 
@@ -53,75 +57,77 @@ def load_replies(path: Path) -> list[ScriptedReply]:
 
 
 class Sandbox:
-    """A loopback Discord with one guild, a #debate channel, a moderator and members, plus the real bot."""
+    """A loopback Discord with one guild, a #debate channel, a moderator and members, plus the real bot: the
+    harness's :class:`~bot.sandbox.harness.World`, printed to a console."""
 
     def __init__(self, settings: Settings, console: Console) -> None:
         self.settings = settings
         self.console = console
         self.server = LoopbackDiscord()
-        self.members: dict[str, Any] = {}
         self.threads: dict[str, int] = {}
+        self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Sandbox:
         await self.server.start()
         self.server.install()
-        self.guild = self.server.create_guild("Stancebot Sandbox")
-        self.channel = self.server.create_channel(self.guild, "debate")
-        self.moderator = self.server.create_member(
-            self.guild, "moderator", permissions=discord.Permissions(manage_messages=True)
-        )
-        self.runtime = await build_runtime(self.settings)
-        self.bot = self.runtime.bot
-        self._task = asyncio.create_task(self.bot.start(self.server.token), name="sandbox-bot")
-        waiter = asyncio.create_task(self.bot.wait_until_ready())
-        done, _ = await asyncio.wait({waiter, self._task}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            self._task.result()  # the bot failed to start: surface why
-        if waiter not in done:
-            raise RuntimeError("The bot did not become ready on the loopback server within 60 s.")
+        self._stack.push_async_callback(self._stop_server)
+        guild = new_guild(self.server, "Stancebot Sandbox", moderator="moderator")
+        self.world = await self._stack.enter_async_context(world_on(self.server, self.settings, guild=guild))
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runtime.aclose()
-        if not self._task.done():
-            self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+    async def _stop_server(self) -> None:
         await self.server.stop()
         self.server.uninstall()
 
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    @property
+    def runtime(self) -> Runtime:
+        """The running bot and what it owns."""
+        return self.world.runtime
+
+    @property
+    def bot(self) -> Stancebot:
+        """The running bot."""
+        return self.world.bot
+
+    @property
+    def guild(self) -> Any:
+        """The sandbox's guild."""
+        return self.world.guild
+
+    @property
+    def channel(self) -> Any:
+        """Its #debate channel."""
+        return self.world.channel
+
+    @property
+    def moderator(self) -> Any:
+        """Its moderator."""
+        return self.world.moderator
+
     def member(self, name: str) -> Any:
         """A guild member called ``name`` (created on first use)."""
-        if name not in self.members:
-            self.members[name] = self.server.create_member(self.guild, name)
-        return self.members[name]
+        return self.world.member(name)
 
     async def post_prompt(self, prompt_id: str) -> None:
         """The moderator runs ``/prompt post``; remember the thread it opens."""
-        result = await self.server.slash(
-            self.guild, self.channel.id, self.moderator, "prompt", subcommand="post", options={"prompt": prompt_id}
-        )
-        post = next(p for p in await self.runtime.services.repo.prompts.open_posts() if p.prompt_slug == prompt_id)
+        result, post = await self.world.post_prompt(prompt_id)
+        if post is None:
+            raise RuntimeError(f"/prompt post {prompt_id} opened no thread: {text_of(result)}")
         self.threads[prompt_id] = post.thread_id
         prompt = self.runtime.services.catalog.get(prompt_id)
         labels = ", ".join(label.name for label in prompt.stance_labels)
         self.console.rule(f"[bold]#{self.channel.name}[/]: {escape(prompt.title)}")
-        answer = _text_of(result).replace(f"<#{post.thread_id}>", f"#{prompt.title[:100]}")
+        answer = text_of(result).replace(f"<#{post.thread_id}>", f"#{prompt.title[:100]}")
         self.console.print(f"[bold magenta]moderator[/] /prompt post {prompt_id}  →  {escape(answer)}")
         self.console.print(f"[dim]{escape(prompt.question)}\ncounts: {labels}[/]")
 
     async def reply(self, prompt_id: str, author: str, text: str) -> ReplyOutcome | None:
         """A member replies in the prompt's thread; wait until the bot has stored its stance."""
-        member = self.member(author)
-        waiter = asyncio.ensure_future(
-            self.bot.wait_for(
-                "stance_recorded",
-                check=lambda o: o.reply.author_id == member.id and o.reply.content == text,
-                timeout=30,
-            )
-        )
-        await self.server.send_message(self.threads[prompt_id], member, text)
         try:
-            outcome: ReplyOutcome = await waiter
+            outcome = await self.world.reply(self.threads[prompt_id], author, text, timeout=30)
         except TimeoutError:
             self.console.print(f"[red]{author}: no stance recorded within 30 s[/]")
             return None
@@ -164,13 +170,6 @@ class Sandbox:
         pinging = [r for r in sends if _may_ping(r.json)]
         table.add_row(str(len(self.server.requests)), str(len(sends)), "yes: " + str(len(pinging)) if pinging else "no")
         return table
-
-
-def _text_of(result: Any) -> str:
-    content = result.content or ""
-    if not content and getattr(result, "followups", None):
-        content = result.followups[-1].get("content", "")
-    return str(content)
 
 
 def _may_ping(payload: dict[str, Any]) -> bool:
