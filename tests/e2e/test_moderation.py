@@ -258,7 +258,7 @@ async def test_unexpected_errors_apologise_and_log_the_trace(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(repo_of(world), "standings", broken)
+    monkeypatch.setattr(repo_of(world).tallies, "standings", broken)
     result = await slash(world, world.member("maya"), "stance", "tally", prompt="alliance")
     assert result.ephemeral
     assert text_of(result) == "Sorry, something went wrong on my side. The moderators can find the details in the log."
