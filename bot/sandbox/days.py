@@ -135,14 +135,14 @@ async def run_days(
             f"{kind} digests at {DIGEST_AT:%H:%M} ({tz.key})"
         )
         async with Sandbox(settings, console) as sandbox:
-            sandbox.runtime.services.clock = clock
+            sandbox.world.runtime.services.clock = clock
             cog = await _digest_cog(sandbox)
-            digests = sandbox.server.create_channel(sandbox.guild, "digests")
+            digests = sandbox.server.create_channel(sandbox.world.guild, "digests")
             await sandbox.post_prompt(prompt.id)
             answer = await sandbox.server.slash(
-                sandbox.guild,
-                sandbox.channel.id,
-                sandbox.moderator,
+                sandbox.world.guild,
+                sandbox.world.channel.id,
+                sandbox.world.moderator,
                 "digest",
                 subcommand="schedule",
                 options={
@@ -156,8 +156,8 @@ async def run_days(
             console.print(f"[bold magenta]moderator[/] /digest schedule {prompt.id} #digests Monday 09:00 {kind}")
             console.print(f"[dim]{escape(_plain(answer.content))}[/]")
             thread_id = sandbox.threads[prompt.id]
-            post = await sandbox.runtime.services.repo.prompts.post_for_thread(thread_id)
-            members = [sandbox.member(f"member{n:02d}") for n in range(MEMBERS)]
+            post = await sandbox.world.runtime.services.repo.prompts.post_for_thread(thread_id)
+            members = [sandbox.world.member(f"member{n:02d}") for n in range(MEMBERS)]
             buttons: dict[int, str] = {}  # each member's declared stance
             for day in range(days):
                 date = first_day + timedelta(days=day)
@@ -182,8 +182,8 @@ async def run_days(
                         # Some members also press the stance button for what they meant (see the digest's
                         # "Declared with the buttons" line).
                         custom_id = f"stancebot:declare:{meant}"  # pressing one's current choice again withdraws it
-                        channel_id = sandbox.channel.id
-                        await sandbox.server.click(sandbox.guild, channel_id, member, post.message_id, custom_id)
+                        channel_id = sandbox.world.channel.id
+                        await sandbox.server.click(sandbox.world.guild, channel_id, member, post.message_id, custom_id)
                         buttons[member.id] = meant
                         declared += 1
                 summary = ", ".join(f"{label} {n}" for label, n in labels.items() if n)
@@ -204,9 +204,9 @@ async def run_days(
 
 
 async def _digest_cog(sandbox: Sandbox) -> Any:
-    bot = sandbox.runtime.bot
+    bot = sandbox.world.runtime.bot
     for ext in ("bot.cogs.digest", "bot.cogs.guild_config"):
-        if ext not in bot.extensions:  # until the lead adds them to bot.app.EXTENSIONS
+        if ext not in bot.extensions:  # when the bot was started without them
             await bot.load_extension(ext)
             await bot.tree.sync()
     cog = bot.get_cog("Digests")
@@ -226,7 +226,7 @@ def _pick(rng: random.Random, lines: list[Line], mix: dict[str, float]) -> Line:
 
 async def _reply(sandbox: Sandbox, thread_id: int, member: Any, text: str, message_id: int) -> str | None:
     waiter = asyncio.ensure_future(
-        sandbox.bot.wait_for("stance_recorded", check=lambda o: o.reply.message_id == message_id, timeout=30)
+        sandbox.world.bot.wait_for("stance_recorded", check=lambda o: o.reply.message_id == message_id, timeout=30)
     )
     await sandbox.server.send_message(thread_id, member, text, message_id=message_id)
     try:

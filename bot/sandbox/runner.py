@@ -9,7 +9,7 @@ import tempfile
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,13 +19,9 @@ from bot.config import Settings
 from bot.core.errors import ConfigError
 from bot.core.prompts import UNCLEAR, PromptCatalog
 from bot.pipeline import ReplyOutcome
-from bot.runtime import Runtime
 from bot.sandbox.harness import new_guild, text_of, world_on
 from bot.sandbox.server import LoopbackDiscord
 from bot.storage.db import sqlite_url
-
-if TYPE_CHECKING:
-    from bot.app import Stancebot
 
 log = logging.getLogger(__name__)
 
@@ -82,44 +78,15 @@ class Sandbox:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
-    @property
-    def runtime(self) -> Runtime:
-        """The running bot and what it owns."""
-        return self.world.runtime
-
-    @property
-    def bot(self) -> Stancebot:
-        """The running bot."""
-        return self.world.bot
-
-    @property
-    def guild(self) -> Any:
-        """The sandbox's guild."""
-        return self.world.guild
-
-    @property
-    def channel(self) -> Any:
-        """Its #debate channel."""
-        return self.world.channel
-
-    @property
-    def moderator(self) -> Any:
-        """Its moderator."""
-        return self.world.moderator
-
-    def member(self, name: str) -> Any:
-        """A guild member called ``name`` (created on first use)."""
-        return self.world.member(name)
-
     async def post_prompt(self, prompt_id: str) -> None:
         """The moderator runs ``/prompt post``; remember the thread it opens."""
         result, post = await self.world.post_prompt(prompt_id)
         if post is None:
             raise RuntimeError(f"/prompt post {prompt_id} opened no thread: {text_of(result)}")
         self.threads[prompt_id] = post.thread_id
-        prompt = self.runtime.services.catalog.get(prompt_id)
+        prompt = self.world.runtime.services.catalog.get(prompt_id)
         labels = ", ".join(label.name for label in prompt.stance_labels)
-        self.console.rule(f"[bold]#{self.channel.name}[/]: {escape(prompt.title)}")
+        self.console.rule(f"[bold]#{self.world.channel.name}[/]: {escape(prompt.title)}")
         answer = text_of(result).replace(f"<#{post.thread_id}>", f"#{prompt.title[:100]}")
         self.console.print(f"[bold magenta]moderator[/] /prompt post {prompt_id}  →  {escape(answer)}")
         self.console.print(f"[dim]{escape(prompt.question)}\ncounts: {labels}[/]")
@@ -146,9 +113,9 @@ class Sandbox:
     async def show_tally(self, prompt_id: str) -> None:
         """A member runs ``/stance tally``; print what the bot answered."""
         result = await self.server.slash(
-            self.guild,
-            self.channel.id,
-            self.member("maya"),
+            self.world.guild,
+            self.world.channel.id,
+            self.world.member("maya"),
             "stance",
             subcommand="tally",
             options={"prompt": prompt_id},
