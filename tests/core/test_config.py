@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from bot import PROJECT_ROOT
+from bot.assets import assets_dir
 from bot.config import load_settings, read_token, resolve_quantize
 from bot.core.errors import ConfigError
 
 
 def test_example_config_is_valid() -> None:
-    settings = load_settings(PROJECT_ROOT / "config.example.toml", environ={})
+    settings = load_settings(assets_dir() / "config.example.toml", environ={})
     assert settings.database.url.startswith("sqlite+aiosqlite://")
 
 

@@ -13,23 +13,23 @@ from typing import Any
 import discord
 import pytest
 
-from bot.config import Settings, load_settings
+from bot.config import Settings, load_settings, make_encoder
 from bot.core.encoder import SentenceEncoder
-from bot.core.prompts import PromptCatalog
 from bot.pipeline import ReplyOutcome
 from bot.runtime import Runtime, build_runtime
 from bot.sandbox.server import LoopbackDiscord
 
 
 @pytest.fixture(scope="session")
-def build_dir(tmp_path_factory: pytest.TempPathFactory, encoder: SentenceEncoder, catalog: PromptCatalog) -> Path:
-    """Stance models trained by the project's own recipe (fast head variant) on the committed train splits."""
-    from bot.core.training import train_prompt
+def encoder() -> SentenceEncoder:
+    """The shipped base encoder on ONNX Runtime (int8), as the bot runs it: no torch."""
+    return make_encoder(load_settings(None, environ={}))
 
-    out = tmp_path_factory.mktemp("build")
-    for prompt in catalog:
-        train_prompt(prompt, out / prompt.id, encoder=encoder, variant="head")
-    return out
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build folder with no models of its own: the bot runs the trained models shipped in the package."""
+    return tmp_path_factory.mktemp("build")
 
 
 @dataclass
