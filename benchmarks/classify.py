@@ -31,11 +31,13 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bot import PROJECT_ROOT
 from bot.core import datasets, trained
 from bot.core.encoder import BACKENDS, SentenceEncoder
 from bot.core.prompts import PromptCatalog
 from bot.core.stance import GatedClassifier, SimilarityClassifier, StanceClassifier
+
+#: The checkout (benchmarks run from it).
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def batched_seconds(model: GatedClassifier, texts: list[str], window: int) -> float:
@@ -71,11 +73,11 @@ def main() -> None:
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     precisions = {"no": (False,), "yes": (True,), "both": (False, True)}[args.quantize]
 
-    prompt = PromptCatalog.from_dir(PROJECT_ROOT / "models" / "prompts").get(args.prompt)
+    prompt = PromptCatalog.from_dir(ROOT / "models" / "prompts").get(args.prompt)
     rows = datasets.load_jsonl(datasets.raw_data_path(prompt.id))
     rng = random.Random(datasets.SEED)
     texts = [rng.choice(rows).text for _ in range(args.n)]
-    folder = Path(args.model) if args.model else PROJECT_ROOT / "models" / "build" / prompt.id
+    folder = Path(args.model) if args.model else ROOT / "models" / "build" / prompt.id
     report: dict[str, object] = {
         "prompt": prompt.id,
         "n": len(texts),

@@ -27,7 +27,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import PROJECT_ROOT
+from bot.assets import prompts_dir
 from bot.core.periods import Cadence
 from bot.core.prompts import UNCLEAR, PromptCatalog
 from bot.storage.db import make_engine, make_sessionmaker, sqlite_url, upgrade
@@ -108,7 +108,7 @@ def _stance(
 async def _setup(engine: AsyncEngine) -> tuple[Repository, PostInfo]:
     await upgrade(engine)
     repo = Repository(make_sessionmaker(engine))
-    catalog = PromptCatalog.from_dir(PROJECT_ROOT / "models" / "prompts")
+    catalog = PromptCatalog.from_dir(prompts_dir())
     await repo.guilds.ensure_guild(GUILD, "bench")
     await repo.prompts.sync_prompt(catalog.get("alliance"))
     post = await repo.prompts.record_post(
@@ -169,7 +169,7 @@ async def bench(backend: str, url: str, args: argparse.Namespace) -> dict[str, A
         await (load_sqlite if backend == "sqlite" else load_postgres)(engine, replies, stances)
         loaded = perf_counter() - t0
         store = repo
-        prompt = PromptCatalog.from_dir(PROJECT_ROOT / "models" / "prompts").get("alliance")
+        prompt = PromptCatalog.from_dir(prompts_dir()).get("alliance")
         cadence = Cadence("weekly", 0, time(9), "Europe/Berlin")
         period = cadence.last_complete(end)
         times, cpu = [], []

@@ -34,10 +34,12 @@ from typing import Any
 
 import asyncpg
 
-from bot import PROJECT_ROOT
 from bot.sandbox.loadgen import build_world, post_prompt, send_replies, wait_for_counts
 from bot.sandbox.process import BotProcess
 from bot.sandbox.server import LoopbackDiscord
+
+#: The checkout (benchmarks run from it).
+ROOT = Path(__file__).resolve().parents[1]
 
 PG_ADMIN = os.environ.get("STANCEBOT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 TARGETS = {
@@ -78,12 +80,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def run_classify(n: int) -> dict[str, Any]:
     """(a): ``benchmarks/classify.py``, as a subprocess; its JSON."""
-    script = PROJECT_ROOT / "benchmarks" / "classify.py"
+    script = ROOT / "benchmarks" / "classify.py"
     if not script.exists():
         return {"error": "benchmarks/classify.py is missing"}
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(script), "--n", str(n)], capture_output=True, text=True, cwd=PROJECT_ROOT, check=False
+        [sys.executable, str(script), "--n", str(n)], capture_output=True, text=True, cwd=ROOT, check=False
     )
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}

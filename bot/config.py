@@ -14,11 +14,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from bot import PROJECT_ROOT
 from bot.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from bot.core.encoder import SentenceEncoder
+    from bot.core.registry import ModelRegistry
+    from bot.core.shipped import ModelLibrary
 
 ENV_PREFIX = "STANCEBOT_"
 
@@ -71,6 +72,8 @@ class ModelSettings(_Section):
 
     name: str = ""
     build_dir: str = "models/build"
+    #: Use the trained models shipped in the package for prompts that have no model in ``build_dir/shipped``.
+    shipped: bool = True
     unclear_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     batch_size: int = Field(default=32, ge=1, le=512)
     max_wait_ms: int = Field(default=50, ge=0, le=5000)
@@ -95,7 +98,8 @@ class ModelSettings(_Section):
 class PromptSettings(_Section):
     """Where prompt files live."""
 
-    dir: str = "models/prompts"
+    #: Empty: the seed prompts shipped in the package.
+    dir: str = ""
 
 
 class ModerationSettings(_Section):
@@ -170,9 +174,22 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
 
     def path(self, value: str) -> Path:
-        """Resolve a configured path: absolute as is, relative to the project folder otherwise."""
-        p = Path(value)
-        return p if p.is_absolute() else PROJECT_ROOT / p
+        """Resolve a configured path: absolute as is, relative to the working folder otherwise (as SQLite paths)."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else Path.cwd() / p
+
+    def prompts_dir(self) -> Path:
+        """The prompt folder: ``prompts.dir``, or the seed prompts shipped in the package."""
+        from bot.assets import prompts_dir
+
+        return self.path(self.prompts.dir) if self.prompts.dir else prompts_dir()
+
+    def model_roots(self) -> list[Path]:
+        """Folders of bot-ready models, searched in order: what ``stancebot train`` built here, then the shipped."""
+        from bot.assets import shipped_models_dir
+
+        roots = [self.path(self.model.build_dir) / "shipped"]
+        return [*roots, shipped_models_dir()] if self.model.shipped else roots
 
 
 def resolve_quantize(settings: Settings) -> bool:
@@ -184,18 +201,71 @@ def resolve_quantize(settings: Settings) -> bool:
     return bool(settings.model.quantize)
 
 
-def make_encoder(settings: Settings, model: str | None = None) -> SentenceEncoder:
-    """The sentence encoder as configured (``[model]`` name, backend, quantization, ONNX cache folder)."""
-    from bot.core.encoder import SentenceEncoder
+def model_library(settings: Settings) -> ModelLibrary:
+    """The bot-ready models the settings point at (see :meth:`Settings.model_roots`)."""
+    from bot.core.shipped import ModelLibrary
 
+    return ModelLibrary(settings.model_roots())
+
+
+def make_encoder(
+    settings: Settings, model: str | None = None, *, library: ModelLibrary | None = None
+) -> SentenceEncoder:
+    """The sentence encoder as configured (``[model]`` name, backend, quantization, ONNX cache folder).
+
+    On ONNX Runtime with the default encoder it is the shipped int8 one (``models/shipped/encoder``): no torch, no
+    export. A named encoder (a folder or hub id), or the torch backend, needs the ``train`` extra.
+    """
+    from bot.core.encoder import SentenceEncoder
+    from bot.core.shipped import BASE_ENCODER
+
+    name = settings.model.name if model is None else model
+    if settings.model.backend == "onnx" and not name:
+        found = (library or model_library(settings)).find(BASE_ENCODER)
+        if found is not None:
+            store, entry = found
+            return SentenceEncoder(
+                str(entry.config.get("encoder_name", entry.version)),
+                onnx_file=entry.weights,
+                tokenizer_dir=store.tokenizer_dir,
+                quantize=True,
+                threads=settings.model.threads,
+                sessions=settings.model.sessions,
+                batch_size=settings.model.inference_batch,
+            )
     return SentenceEncoder(
-        settings.model.name if model is None else model,
+        name,
         backend=settings.model.backend,
         quantize=resolve_quantize(settings),
         threads=settings.model.threads,
         sessions=settings.model.sessions,
         batch_size=settings.model.inference_batch,
         cache_dir=settings.path(settings.model.onnx_cache_dir),
+    )
+
+
+def model_registry(settings: Settings, *, encoder: SentenceEncoder | None = None) -> ModelRegistry:
+    """Which model serves each prompt, as configured: on ONNX Runtime the bot-ready models (checked against their
+    manifests first: :class:`~bot.core.shipped.ModelIntegrityError` names a bad file), on torch the build folders.
+    ``encoder`` replaces the shared encoder (tests pass one they already loaded)."""
+    from bot.core.registry import ModelRegistry
+
+    library = model_library(settings)
+    if settings.model.backend == "onnx":
+        library.verify()
+    if encoder is None:
+        encoder = make_encoder(settings, library=library)
+    if getattr(encoder, "backend", "") == "torch" and settings.model.threads:  # torch's threads (default: a core each)
+        import torch
+
+        torch.set_num_threads(settings.model.threads)
+    onnx = settings.model.backend == "onnx"
+    return ModelRegistry(
+        encoder,
+        library=library if onnx else None,
+        build_dir=None if onnx else settings.path(settings.model.build_dir),
+        threshold=settings.model.unclear_threshold,
+        max_chars=settings.model.max_chars,
     )
 
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import Services, Stancebot
-from bot.config import Settings, make_encoder
+from bot.config import Settings, model_registry
 from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import PromptCatalog
+from bot.core.registry import ModelRegistry
 from bot.core.service import StanceService
-from bot.core.stance import build_classifier
 from bot.metrics import Metrics, Observability, start_observability
 from bot.pipeline import ReplyOutcome, build_pipeline
 from bot.storage.db import make_engine, make_sessionmaker, upgrade
@@ -42,18 +42,11 @@ class Runtime:
         await self.engine.dispose()
 
 
-def make_stance_service(settings: Settings, catalog: PromptCatalog, encoder: SentenceEncoder) -> StanceService:
-    """The stance service for a catalog: trained models where built, similarity otherwise."""
-    build_dir = settings.path(settings.model.build_dir)
+def make_stance_service(settings: Settings, catalog: PromptCatalog, registry: ModelRegistry) -> StanceService:
+    """The stance service for a catalog: trained models where there are, similarity otherwise."""
     return StanceService(
         catalog,
-        lambda prompt: build_classifier(
-            prompt,
-            encoder,
-            build_dir=build_dir,
-            threshold=settings.model.unclear_threshold,
-            max_chars=settings.model.max_chars,
-        ),
+        registry.classifier,
         batch_size=settings.model.batch_size,
         max_wait_ms=settings.model.max_wait_ms,
         max_queue=settings.model.max_queue,
@@ -62,8 +55,13 @@ def make_stance_service(settings: Settings, catalog: PromptCatalog, encoder: Sen
 
 
 async def build_runtime(settings: Settings, *, encoder: SentenceEncoder | None = None) -> Runtime:
-    """Migrate the database, load prompts and the model, and build the bot (not yet connected)."""
-    catalog = PromptCatalog.from_dir(settings.path(settings.prompts.dir))
+    """Check the models, migrate the database, load prompts and the model, and build the bot (not yet connected).
+
+    A shipped or built model file that does not match its manifest stops the start with
+    :class:`~bot.core.shipped.ModelIntegrityError` naming the file.
+    """
+    catalog = PromptCatalog.from_dir(settings.prompts_dir())
+    registry = model_registry(settings, encoder=encoder)
     engine = make_engine(settings.database.url)
     await upgrade(engine)
     repo = Repository(
@@ -72,13 +70,8 @@ async def build_runtime(settings: Settings, *, encoder: SentenceEncoder | None =
         declared_overrides=settings.moderation.declared_overrides,
         review_below=settings.moderation.review_below,
     )
-    encoder = encoder or make_encoder(settings)
-    if settings.model.threads:  # torch's intra-op threads (default: one per core)
-        import torch
-
-        torch.set_num_threads(settings.model.threads)
     metrics = Metrics()
-    service = make_stance_service(settings, catalog, encoder)
+    service = make_stance_service(settings, catalog, registry)
 
     # The pipeline reports to the bot, which is built on it: its listeners find the bot when they are called.
     def notify(outcome: ReplyOutcome) -> None:

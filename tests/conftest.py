@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import PROJECT_ROOT
+from bot.assets import prompts_dir
 from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import PromptCatalog
 from bot.core.stance import StanceResult
@@ -39,7 +39,7 @@ def encoder() -> SentenceEncoder:
 @pytest.fixture(scope="session")
 def catalog() -> PromptCatalog:
     """The seed prompts shipped in models/prompts."""
-    return PromptCatalog.from_dir(PROJECT_ROOT / "models" / "prompts")
+    return PromptCatalog.from_dir(prompts_dir())
 
 
 async def _pg_database() -> str:

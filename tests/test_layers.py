@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot import PROJECT_ROOT
-
+#: The checkout (tests run from it).
+ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -20,14 +20,14 @@ def _lint(cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_package_keeps_its_layer_contracts() -> None:
-    result = _lint(PROJECT_ROOT)
+    result = _lint(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
 
 
 def test_a_planted_violation_breaks_the_contract(tmp_path: Path) -> None:
-    shutil.copytree(PROJECT_ROOT / "bot", tmp_path / "bot", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(ROOT / "bot", tmp_path / "bot", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     with (tmp_path / "bot" / "core" / "tally.py").open("a", encoding="utf-8") as module:
         module.write("\nimport discord  # a planted violation: the domain must not know discord.py\n")
     result = _lint(tmp_path)

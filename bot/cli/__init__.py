@@ -1,7 +1,8 @@
 """The command line, one module a command group: ``run`` and ``sandbox`` (:mod:`bot.cli.run`), ``db``
-(:mod:`bot.cli.db`), ``analyze`` (:mod:`bot.cli.analyze`), ``export`` (:mod:`bot.cli.export`), ``train`` and
-``evaluate`` (:mod:`bot.cli_model`). Every command takes the same ``--config`` and sets up logging and fails the
-same way (:mod:`bot.cli.common`). The commands are listed here, once."""
+(:mod:`bot.cli.db`), ``analyze`` (:mod:`bot.cli.analyze`), ``export`` (:mod:`bot.cli.export`), ``train``,
+``evaluate`` and ``models`` (:mod:`bot.cli.model`, with :mod:`bot.cli.general` for the general model). Every
+command takes the same ``--config``, sets up logging and fails the same way (:mod:`bot.cli.common`). The commands
+are listed here, once."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import click
 from bot.cli.analyze import analyze
 from bot.cli.db import db
 from bot.cli.export import export
+from bot.cli.model import evaluate, models, train
 from bot.cli.run import run, sandbox
-from bot.cli_model import evaluate, train
 
-COMMANDS: tuple[click.Command, ...] = (run, sandbox, db, analyze, export, train, evaluate)
+COMMANDS: tuple[click.Command, ...] = (run, sandbox, db, analyze, export, train, evaluate, models)
 
 
 def build() -> click.Group:

@@ -257,16 +257,9 @@ def _write_outputs(
 
 
 def _classifier_for(settings: Settings, prompt: Prompt) -> StanceClassifier:
-    from bot.config import make_encoder
-    from bot.core.stance import build_classifier
+    from bot.config import model_registry
 
-    return build_classifier(
-        prompt,
-        make_encoder(settings),
-        build_dir=settings.path(settings.model.build_dir),
-        threshold=settings.model.unclear_threshold,
-        max_chars=settings.model.max_chars,
-    )
+    return model_registry(settings).classifier(prompt)
 
 
 @click.command("analyze")
@@ -301,7 +294,7 @@ def analyze(
     """Classify every message of a DiscordChatExporter JSON EXPORT and write digest.md, chart.png, stances.csv."""
     settings = settings_from(config)
     try:
-        catalog = PromptCatalog.from_dir(settings.path(settings.prompts.dir))
+        catalog = PromptCatalog.from_dir(settings.prompts_dir())
         prompt = catalog.get(prompt_id)
         zone(tz or settings.general.timezone)
     except StancebotError as exc:

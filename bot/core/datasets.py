@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot import PROJECT_ROOT
+from bot.assets import data_dir
 from bot.core.errors import StancebotError
 from bot.core.prompts import Prompt
 
-DATA_DIR = PROJECT_ROOT / "models" / "data"
+DATA_DIR = data_dir()
 SPLITS_DIR = DATA_DIR / "splits"
 SPLITS = ("train", "dev", "test")
 #: The seed every split and every training run uses.
@@ -233,6 +233,25 @@ def load_split(prompt: Prompt, name: str, root: Path = SPLITS_DIR) -> list[Examp
 def has_splits(prompt_id: str, root: Path = SPLITS_DIR) -> bool:
     """True when all three split files of a prompt exist."""
     return all((split_dir(prompt_id, root) / f"{name}.jsonl").is_file() for name in SPLITS)
+
+
+#: Real-world statements per seed prompt (paraphrased, with their source pages), split once by page into
+#: ``real-dev`` (choices may be made on it) and ``real-test`` (never used for a choice).
+REAL_DIR = DATA_DIR / "real"
+REAL_SPLITS = ("real-dev", "real-test")
+
+
+def load_real(prompt: Prompt, split: str) -> list[Example]:
+    """One split of a prompt's real-world statements (empty when the prompt has none)."""
+    path = REAL_DIR / f"{prompt.id}.jsonl"
+    if split not in REAL_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(REAL_SPLITS)}")
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    keep = [Example(r["text"], r["label"], prompt.id, r.get("source", ""), (r.get("kind") or "real",))
+            for r in rows if r.get("split") == split]  # fmt: skip
+    return for_prompt(keep, prompt, where=str(path))
 
 
 def raw_data_path(prompt_id: str) -> Path:

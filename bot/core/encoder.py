@@ -31,10 +31,8 @@ BACKENDS: tuple[Backend, ...] = ("torch", "onnx")
 
 
 def default_onnx_cache() -> Path:
-    """Where ONNX exports are cached by default: ``models/build/onnx`` in the project (git-ignored)."""
-    from bot import PROJECT_ROOT
-
-    return PROJECT_ROOT / "models" / "build" / "onnx"
+    """Where ONNX exports of a torch model are cached by default: ``models/build/onnx`` in the working folder."""
+    return Path("models") / "build" / "onnx"
 
 
 def packaged_model_path() -> Path:
@@ -101,7 +99,13 @@ class SentenceEncoder:
         sessions: int = 0,
         batch_size: int = DEFAULT_BATCH,
         cache_dir: Path | None = None,
+        onnx_file: Path | None = None,
+        tokenizer_dir: Path | None = None,
     ) -> None:
+        if onnx_file is not None:  # a ready ONNX model (see bot.core.shipped): no export, no torch
+            self._init_ready(model, onnx_file, tokenizer_dir, max_length=max_length, quantized=quantize,
+                             threads=threads, sessions=sessions, batch_size=batch_size)  # fmt: skip
+            return
         self.source, self.name = resolve_model(model)
         self._offline = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(self.source).exists()
         self.max_length = max_length
@@ -130,6 +134,53 @@ class SentenceEncoder:
             self.batch_size = TORCH_BATCH  # small batches and parallel sessions are an ONNX Runtime layout
         precision = "int8" if self.quantized else "fp32"
         log.info("Loaded encoder %s from %s (%s, %s)", self.name, self.source, self.backend, precision)
+
+    def _init_ready(
+        self,
+        name: str,
+        onnx_file: Path,
+        tokenizer_dir: Path | None,
+        *,
+        max_length: int,
+        quantized: bool,
+        threads: int,
+        sessions: int,
+        batch_size: int,
+    ) -> None:
+        """Open a ready ONNX file with the ``tokenizers`` tokenizer in ``tokenizer_dir`` (default: beside it)."""
+        folder = tokenizer_dir or onnx_file.parent
+        self.source, self.name = str(onnx_file), name or onnx_file.parent.name
+        self._offline = True
+        self.max_length = max_length
+        self.tokenizer = None
+        self._plain = plain_tokenizer(folder, max_length)
+        if self._plain is None:
+            raise ValueError(f"{folder} has no tokenizer.json with a padding token")
+        self.threads, self.sessions, self.batch_size = threads, sessions, max(1, batch_size)
+        self.cache_dir = default_onnx_cache()
+        self.requested_backend = self.backend = "onnx"
+        self.quantized = quantized
+        self.model = None
+        self._sessions = []
+        self._pool = None
+        self._lock = threading.Lock()
+        self._open_sessions(onnx_file)
+        self.onnx_path = onnx_file
+        self.dim = self.width("embedding")
+        log.info("Loaded model %s from %s (onnx, %s)", self.name, onnx_file, "int8" if quantized else "fp32")
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The model's output names (ONNX: as exported; torch: ``embedding`` only)."""
+        if self._sessions:
+            return tuple(o.name for o in self._sessions[0].get_outputs())
+        return ("embedding",)
+
+    def width(self, output: str = "embedding") -> int:
+        """The size of one row of ``output`` (the embedding dimension, or the number of labels for ``logits``)."""
+        if not self._sessions:
+            return int(self.dim)
+        return int(self._sessions[0].get_outputs()[self.outputs.index(output)].shape[-1])
 
     def _load_tokenizer(self) -> None:
         from transformers import AutoTokenizer
@@ -220,10 +271,14 @@ class SentenceEncoder:
             cache_dir=self.cache_dir,
         )
 
-    def encode(self, texts: Sequence[str], *, batch_size: int | None = None) -> npt.NDArray[np.float32]:
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int | None = None, output: str = "embedding"
+    ) -> npt.NDArray[np.float32]:
         """Embed ``texts``; rows are unit-length. Texts are grouped by length so padding stays small, and on ONNX
-        Runtime the groups run side by side on the encoder's sessions."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        Runtime the groups run side by side on the encoder's sessions. ``output`` picks another output of an ONNX
+        model that has several (``logits`` of a shipped stance model)."""
+        column = self.outputs.index(output)
+        out = np.zeros((len(texts), self.width(output)), dtype=np.float32)
         if not texts:
             return out
         size = batch_size or self.batch_size
@@ -232,22 +287,27 @@ class SentenceEncoder:
         with self._lock:
             lanes = min(len(self._sessions), len(chunks))
             if lanes <= 1 or self._pool is None:
-                self._run_lane(texts, chunks, 0, out)
+                self._run_lane(texts, chunks, 0, out, column)
             else:
                 # lane k takes chunks k, k+lanes, ...: sorted by length, so the lanes get about equal work
-                others = [self._pool.submit(self._run_lane, texts, chunks[k::lanes], k, out) for k in range(1, lanes)]
-                self._run_lane(texts, chunks[0::lanes], 0, out)
+                others = [
+                    self._pool.submit(self._run_lane, texts, chunks[k::lanes], k, out, column) for k in range(1, lanes)
+                ]
+                self._run_lane(texts, chunks[0::lanes], 0, out, column)
                 for future in others:
                     future.result()
         return out
 
-    def _run_lane(self, texts: Sequence[str], chunks: list[list[int]], lane: int, out: npt.NDArray[np.float32]) -> None:
+    def _run_lane(
+        self, texts: Sequence[str], chunks: list[list[int]], lane: int, out: npt.NDArray[np.float32], column: int = 0
+    ) -> None:
         """Embed ``chunks`` (lists of indices into ``texts``) in order on session ``lane``, writing rows of ``out``."""
         for idx in chunks:
-            out[idx] = self._embed([texts[i] for i in idx], lane)
+            out[idx] = self._embed([texts[i] for i in idx], lane, column)
 
-    def _embed(self, texts: list[str], lane: int = 0) -> npt.NDArray[np.float32]:
-        """One batch through the model (the caller holds the lock; ``lane`` picks the ONNX session)."""
+    def _embed(self, texts: list[str], lane: int = 0, column: int = 0) -> npt.NDArray[np.float32]:
+        """One batch through the model (the caller holds the lock; ``lane`` picks the ONNX session, ``column`` the
+        output)."""
         if self._sessions:
             if self._plain is not None:
                 encodings = self._plain.encode_batch(texts)
@@ -263,7 +323,9 @@ class SentenceEncoder:
                     "input_ids": batch["input_ids"].astype(np.int64, copy=False),
                     "attention_mask": batch["attention_mask"].astype(np.int64, copy=False),
                 }
-            return np.asarray(self._sessions[lane].run(None, feed)[0], dtype=np.float32)
+            session = self._sessions[lane]
+            name = session.get_outputs()[column].name
+            return np.asarray(session.run([name], feed)[0], dtype=np.float32)
         import torch
 
         with torch.inference_mode():

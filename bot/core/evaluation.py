@@ -17,9 +17,10 @@ import numpy as np
 
 from bot.core.datasets import FOREIGN_TAGS, HARD_TAGS, Example
 from bot.core.prompts import UNCLEAR
+from bot.core.scoring import macro_f1
 from bot.core.stance import GatedClassifier, StanceClassifier
 from bot.core.text import normalise_reply
-from bot.core.training import gate_blocked, macro_f1
+from bot.core.training import gate_blocked
 
 #: Tag subsets reported separately (issue 4: sarcasm, negation, Japanese).
 SUBSET_TAGS = ("sarcasm", "negation", "ja", "other-lang")

@@ -116,8 +116,9 @@ def int8_weight_type() -> str:
     return "s8" if cpu_has_vnni() else "u8"
 
 
-def _quantize_int8(fp32: Path, target: Path, weights: str) -> None:
-    """Dynamic 8-bit quantization of the MatMul weights, per output channel (word embeddings stay fp32).
+def _quantize_int8(fp32: Path, target: Path, weights: str, ops: tuple[str, ...] = ("MatMul",)) -> None:
+    """Dynamic 8-bit quantization of the weights of ``ops``, per output channel (by default the MatMuls only: word
+    embeddings stay fp32).
 
     Per-channel scales keep the embeddings close to fp32 (mean cosine to fp32 ~0.99 on our replies, against ~0.96
     per tensor). ``weights`` is ``"s8"`` or ``"u8"`` (see :func:`int8_weight_type`).
@@ -133,7 +134,7 @@ def _quantize_int8(fp32: Path, target: Path, weights: str) -> None:
             str(target),
             weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8,
             per_channel=True,
-            op_types_to_quantize=["MatMul"],
+            op_types_to_quantize=list(ops),
         )
     finally:
         root.disabled = was
@@ -169,3 +170,82 @@ def ensure_exported(source: Path, cache_root: Path, *, quantized: bool) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return wanted
+
+
+#: How shipped models are quantized: signed int8 weights per output channel for the MatMuls (the fast u8·s8 VNNI
+#: kernels) and for the word-embedding table (``Gather``: a quarter of its fp32 size, mean cosine to fp32 0.991).
+SHIPPED_QUANTIZATION = "dynamic int8: s8 per-channel weights for MatMul and Gather (word embeddings), fp32 head"
+
+
+def _quantize_for_shipping(fp32: Path, target: Path) -> None:
+    """Quantize an exported encoder as shipped models are (see :data:`SHIPPED_QUANTIZATION`)."""
+    _quantize_int8(fp32, target, "s8", ("MatMul", "Gather"))
+
+
+def _add_head(model_file: Path, weights: Any, bias: Any, target: Path) -> None:
+    """Append the stance head to an encoder graph: ``logits = embedding @ weights.T + bias`` as a second output."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(model_file))
+    graph = model.graph
+    w = numpy_helper.from_array(np.ascontiguousarray(np.asarray(weights, dtype=np.float32).T), "stance_head.weight_t")
+    b = numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "stance_head.bias")
+    graph.initializer.extend([w, b])
+    graph.node.extend(
+        [
+            helper.make_node("MatMul", ["embedding", w.name], ["stance_head.scores"], name="stance_head.matmul"),
+            helper.make_node("Add", ["stance_head.scores", b.name], ["logits"], name="stance_head.add"),
+        ]
+    )
+    graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(bias)]))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+
+
+def export_bot_model(
+    encoder_dir: Path,
+    ship_root: Path,
+    name: str,
+    config: dict[str, Any],
+    *,
+    head: tuple[Any, Any] | None = None,
+) -> Path:
+    """Write one bot-ready model into ``ship_root/name/`` (see :mod:`bot.core.shipped`): ``model.onnx`` (the int8
+    encoder, plus the stance head when given) and ``config.json``; copy the tokenizer into ``ship_root/tokenizer``
+    the first time. Raises :class:`ExportError` when the export fails or the tokenizer differs from the shared one.
+    Returns the model folder. The manifest is written by the caller (:func:`bot.core.shipped.write_manifest`).
+    """
+    from bot.core.shipped import CONFIG, TOKENIZER_DIR, TOKENIZER_FILES, WEIGHTS, sha256_file, write_json_atomic
+
+    shared = ship_root / TOKENIZER_DIR
+    for file in TOKENIZER_FILES:
+        mine, theirs = encoder_dir / file, shared / file
+        if file == "tokenizer.json" and theirs.is_file() and sha256_file(mine) != sha256_file(theirs):
+            raise ExportError(f"{mine} differs from the shared {theirs}; models in one folder share a tokenizer")
+    folder = ship_root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ship-", dir=ship_root))
+    try:
+        _export_fp32(encoder_dir, tmp / "fp32.onnx")
+        _quantize_for_shipping(tmp / "fp32.onnx", tmp / "int8.onnx")
+        if head is not None:
+            _add_head(tmp / "int8.onnx", head[0], head[1], tmp / WEIGHTS)
+        else:
+            (tmp / "int8.onnx").rename(tmp / WEIGHTS)
+        shared.mkdir(exist_ok=True)
+        for file in TOKENIZER_FILES:
+            if not (shared / file).is_file():
+                shutil.copyfile(encoder_dir / file, shared / file)
+        os.replace(tmp / WEIGHTS, folder / WEIGHTS)
+        info = {**config, "opset": OPSET, "quantization": SHIPPED_QUANTIZATION}
+        info["outputs"] = ["embedding", "logits"] if head is not None else ["embedding"]
+        write_json_atomic(folder / CONFIG, info)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"Export of {encoder_dir} to {folder} failed: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -52,6 +51,12 @@ def prompt_fingerprint(prompt: Prompt) -> str:
     """A short hash of a prompt's labels, descriptions and examples (changes when the label set changes)."""
     data = json.dumps(prompt.to_dict()["labels"], sort_keys=True).encode()
     return hashlib.sha256(data).hexdigest()[:8]
+
+
+def best_labels(probs: np.ndarray, labels: Sequence[str]) -> list[StanceResult]:
+    """Each row's most probable label with its probability (rows of ``probs`` follow ``labels``)."""
+    best = probs.argmax(axis=1)
+    return [StanceResult(labels[int(b)], float(probs[i, b])) for i, b in enumerate(best)]
 
 
 def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
@@ -96,9 +101,7 @@ class SimilarityClassifier:
         """Label each text by its most similar label."""
         if not texts:
             return []
-        probs = softmax(self.scores(texts), self.temperature)
-        best = probs.argmax(axis=1)
-        return [StanceResult(self.labels[int(b)], float(probs[i, b])) for i, b in enumerate(best)]
+        return best_labels(softmax(self.scores(texts), self.temperature), self.labels)
 
 
 def unsupported_language(text: str) -> str | None:
@@ -164,31 +167,3 @@ class GatedClassifier:
                 res = StanceResult(UNCLEAR, res.confidence, f"low confidence ({res.label} {res.confidence:.2f})")
             results[i] = res
         return [r for r in results if r is not None]
-
-
-def build_classifier(
-    prompt: Prompt,
-    encoder: SentenceEncoder,
-    *,
-    build_dir: Path,
-    threshold: float = 0.5,
-    max_chars: int = 2000,
-) -> GatedClassifier:
-    """The best model for ``prompt``: a trained one from ``build_dir/<prompt id>`` when present, else similarity."""
-    from bot.core import trained
-
-    inner: StanceClassifier
-    folder = build_dir / prompt.id
-    model = trained.load_if_present(folder, prompt, encoder)
-    if model is not None:
-        inner = model
-        log.info("Prompt %s: using trained model %s", prompt.id, model.version)
-    else:
-        inner = SimilarityClassifier(prompt, encoder, threshold=threshold)
-        log.warning(
-            "Prompt %s: no trained model in %s, using the similarity baseline (run `stancebot train --prompt %s`)",
-            prompt.id,
-            folder,
-            prompt.id,
-        )
-    return GatedClassifier(inner, max_chars=max_chars)

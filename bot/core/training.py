@@ -46,6 +46,7 @@ from bot.core.datasets import (
 )
 from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import UNCLEAR, Prompt
+from bot.core.scoring import macro_f1
 from bot.core.stance import prompt_fingerprint, softmax, unsupported_language
 from bot.core.text import has_words, normalise_reply
 from bot.core.trained import ENCODER_DIR, HeadClassifier
@@ -99,19 +100,6 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------------------------------------------
 # metrics shared with evaluation
-
-
-def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_labels: int) -> float:
-    """Macro-averaged F1 over the labels that occur in ``y_true`` or ``y_pred``."""
-    scores = []
-    for k in range(n_labels):
-        tp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == k and p == k)
-        fp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t != k and p == k)
-        fn = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == k and p != k)
-        if tp + fp + fn == 0:
-            continue
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
 
 
 def apply_threshold(probs: np.ndarray, threshold: float, unclear: int, blocked: np.ndarray | None = None) -> np.ndarray:

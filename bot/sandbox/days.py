@@ -24,12 +24,11 @@ import discord
 from rich.console import Console
 from rich.markup import escape
 
-from bot import PROJECT_ROOT
+from bot.assets import data_dir
 from bot.config import Settings
 from bot.core.periods import zone
 from bot.core.prompts import UNCLEAR, Prompt, PromptCatalog
-from bot.sandbox.runner import SAMPLE_REPLIES, Sandbox
-from bot.storage.db import sqlite_url
+from bot.sandbox.runner import SAMPLE_REPLIES, Sandbox, throwaway_settings
 from bot.storage.models import utcnow
 
 DIGEST_AT = time(9, 0)
@@ -58,7 +57,7 @@ class Line:
 
 def load_lines(prompt: Prompt) -> list[Line]:
     """The prompt's labelled replies (``models/data/<prompt>.jsonl``), else the sandbox's sample replies."""
-    data = PROJECT_ROOT / "models" / "data" / f"{prompt.id}.jsonl"
+    data = data_dir() / f"{prompt.id}.jsonl"
     lines: list[Line] = []
     if data.is_file():
         for raw in data.read_text(encoding="utf-8").splitlines():
@@ -111,7 +110,7 @@ async def run_days(
 ) -> list[Path]:
     """Simulate ``days`` days of discussion; returns the chart PNGs of the digests the bot posted."""
     console = console or Console(highlight=False)
-    catalog = PromptCatalog.from_dir(settings.path(settings.prompts.dir))
+    catalog = PromptCatalog.from_dir(settings.prompts_dir())
     prompt = catalog.get(prompt_id)
     kind = period or ("weekly" if days >= 14 else "daily")
     out = out_dir or Path(tempfile.mkdtemp(prefix="stancebot-digests-"))
@@ -128,8 +127,7 @@ async def run_days(
     charts: list[Path] = []
 
     with tempfile.TemporaryDirectory(prefix="stancebot-sandbox-") as tmp:
-        url = database or sqlite_url(Path(tmp) / "sandbox.db")
-        settings = settings.model_copy(update={"database": settings.database.model_copy(update={"url": url})})
+        settings = throwaway_settings(settings, Path(tmp), database)
         console.print(
             f"[bold]Stancebot sandbox[/]: {days} simulated days of replies to [bold]{prompt.id}[/], "
             f"{kind} digests at {DIGEST_AT:%H:%M} ({tz.key})"

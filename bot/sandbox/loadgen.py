@@ -17,13 +17,13 @@ from typing import Any
 import discord
 from sqlalchemy import func, select
 
-from bot import PROJECT_ROOT
+from bot.assets import data_dir
 from bot.sandbox.server import LoopbackDiscord
 from bot.storage.db import make_engine
 from bot.storage.models import Reply, Stance
 
 #: Real replies (the labelled data), by prompt id.
-DATA = PROJECT_ROOT / "models" / "data"
+DATA = data_dir()
 
 
 def sample_texts(prompt: str) -> list[str]:

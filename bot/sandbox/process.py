@@ -28,8 +28,6 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from bot import PROJECT_ROOT
-
 #: Environment every child gets: offline model loading, quiet tokenizers.
 CHILD_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -130,7 +128,6 @@ class BotProcess:
         started = time.monotonic()
         self.proc = await asyncio.create_subprocess_exec(
             *args,
-            cwd=PROJECT_ROOT,
             env=env,
             stdin=asyncio.subprocess.PIPE,  # never written: the child stops when it closes (this process died)
             stdout=asyncio.subprocess.PIPE,

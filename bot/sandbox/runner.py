@@ -8,6 +8,7 @@ import logging
 import tempfile
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from bot.storage.db import sqlite_url
 
 log = logging.getLogger(__name__)
 
-SAMPLE_REPLIES = Path(__file__).with_name("sample_replies.jsonl")
+SAMPLE_REPLIES = Path(str(files("bot.sandbox") / "sample_replies.jsonl"))
 STANCE_STYLE = {UNCLEAR: "dim"}
 
 
@@ -150,6 +151,18 @@ def _may_ping(payload: dict[str, Any]) -> bool:
     return bool(allowed.get("parse") or allowed.get("users") or allowed.get("roles") or allowed.get("replied_user"))
 
 
+def throwaway_settings(settings: Settings, folder: Path, database: str | None) -> Settings:
+    """Settings for a sandbox run in ``folder``: its database (unless one is given) and its outage spool live and
+    die with the run, not in the working folder."""
+    url = database or sqlite_url(folder / "sandbox.db")
+    return settings.model_copy(
+        update={
+            "database": settings.database.model_copy(update={"url": url}),
+            "pipeline": settings.pipeline.model_copy(update={"spool_dir": str(folder / "spool")}),
+        }
+    )
+
+
 async def run_sandbox(
     settings: Settings,
     *,
@@ -162,10 +175,9 @@ async def run_sandbox(
     console = console or Console(highlight=False)
     scripted = [] if interactive and replies is None else load_replies(replies or SAMPLE_REPLIES)
     with tempfile.TemporaryDirectory(prefix="stancebot-sandbox-") as tmp:
-        url = database or sqlite_url(Path(tmp) / "sandbox.db")
-        settings = settings.model_copy(update={"database": settings.database.model_copy(update={"url": url})})
+        settings = throwaway_settings(settings, Path(tmp), database)
         console.print("[bold]Stancebot sandbox[/]: the real bot on a local Discord-compatible server (no token needed)")
-        catalog = PromptCatalog.from_dir(settings.path(settings.prompts.dir))
+        catalog = PromptCatalog.from_dir(settings.prompts_dir())
         prompt_ids = list(dict.fromkeys([r.prompt for r in scripted] or catalog.ids()))
         for pid in prompt_ids:
             catalog.get(pid)  # an unknown prompt fails here, before anything starts

@@ -15,12 +15,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from bot import PROJECT_ROOT
+from bot.assets import migrations_dir
 from bot.core.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = PROJECT_ROOT / "migrations"
+MIGRATIONS = migrations_dir()
 
 #: What a database that is down or unreachable raises.
 UNAVAILABLE: tuple[type[BaseException], ...] = (OperationalError, DBAPIError, OSError)
@@ -76,8 +76,8 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 def alembic_config(url: str | None = None) -> Config:
-    """Alembic configuration pointing at ``migrations/``."""
-    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+    """Alembic configuration pointing at the packaged migrations (no ``alembic.ini`` needed)."""
+    cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if url is not None:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

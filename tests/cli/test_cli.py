@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot import PROJECT_ROOT
+#: The checkout (tests run from it).
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def stancebot(
@@ -22,7 +23,7 @@ def stancebot(
         capture_output=True,
         text=True,
         env={**base, **(env or {})},
-        cwd=cwd or PROJECT_ROOT,
+        cwd=cwd or ROOT,
         timeout=120,
         check=False,
     )

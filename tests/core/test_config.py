@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from bot import PROJECT_ROOT
+from bot.assets import assets_dir, example_config
 from bot.config import load_settings, read_token, resolve_quantize
 from bot.core.errors import ConfigError
 
 
 def test_example_config_is_valid() -> None:
-    settings = load_settings(PROJECT_ROOT / "config.example.toml", environ={})
+    settings = load_settings(assets_dir() / "config.example.toml", environ={})
     assert settings.database.url.startswith("sqlite+aiosqlite://")
 
 
@@ -90,7 +90,7 @@ def test_the_example_config_documents_every_setting_and_only_settings() -> None:
 
     from bot.config import Settings
 
-    text = (PROJECT_ROOT / "config.example.toml").read_text(encoding="utf-8")
+    text = example_config()
     example = tomllib.loads(text)
     model = {name: set(field.annotation.model_fields) for name, field in Settings.model_fields.items()}  # type: ignore[union-attr]
     assert set(example) == set(model)

@@ -19,8 +19,8 @@ from bot.cli import main
 from bot.core import datasets, onnx_export
 from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import UNCLEAR, PromptCatalog
+from bot.core.registry import ModelRegistry
 from bot.core.service import StanceService
-from bot.core.stance import build_classifier
 
 TEXTS = [
     "Japan pays its fair share, the bases are there for US interests too",
@@ -186,7 +186,7 @@ async def test_classify_with_onnx_gives_the_prompt_labels(
     onnx_fp32: SentenceEncoder, catalog: PromptCatalog, tmp_path: Path
 ) -> None:
     prompt = catalog.get("alliance")
-    service = StanceService(catalog, lambda p: build_classifier(p, onnx_fp32, build_dir=tmp_path))
+    service = StanceService(catalog, ModelRegistry(onnx_fp32, build_dir=tmp_path).classifier)
     try:
         results = await service.classify_many(prompt.id, TEXTS)  # in the service's worker thread
     finally:

@@ -11,7 +11,8 @@ import pytest
 from bot.core.encoder import PACKAGED_MODEL, SentenceEncoder
 from bot.core.language import detect_non_english
 from bot.core.prompts import UNCLEAR, PromptCatalog, prompt_from_dict
-from bot.core.stance import GatedClassifier, SimilarityClassifier, build_classifier, unsupported_language
+from bot.core.registry import ModelRegistry
+from bot.core.stance import GatedClassifier, SimilarityClassifier, unsupported_language
 from bot.core.trained import HeadClassifier, load_if_present
 
 # Replies whose stance nobody would argue about, written for this test (not in the training data).
@@ -143,7 +144,7 @@ def test_load_if_present_ignores_a_model_for_other_labels(
     prompt = catalog.get("alliance")
     _fake_model(tmp_path / "alliance", ["unfair", "fair", UNCLEAR], encoder)  # one label short
     assert load_if_present(tmp_path / "alliance", prompt, encoder) is None
-    classifier = build_classifier(prompt, encoder, build_dir=tmp_path)
+    classifier = ModelRegistry(encoder, build_dir=tmp_path).classifier(prompt)
     assert classifier.version.startswith("similarity:")
 
 
@@ -156,7 +157,7 @@ def test_load_if_present_loads_a_matching_model_and_ignores_broken_ones(
     _fake_model(folder, list(prompt.label_names), encoder)
     model = load_if_present(folder, prompt, encoder)
     assert model is not None and model.version == "head:test:0:0" and model.threshold == 0.4
-    assert build_classifier(prompt, encoder, build_dir=tmp_path).version == "head:test:0:0"
+    assert ModelRegistry(encoder, build_dir=tmp_path).classifier(prompt).version == "head:test:0:0"
     (folder / "model.json").write_text("{not json", encoding="utf-8")
     assert load_if_present(folder, prompt, encoder) is None
     meta = {"labels": list(prompt.label_names), "format": 2, "kind": "finetuned", "threshold": 0.5, "version": "v"}
@@ -177,6 +178,6 @@ def test_a_new_prompt_classifies_with_similarity(encoder: SentenceEncoder, tmp_p
             ],
         }
     )
-    classifier = build_classifier(prompt, encoder, build_dir=tmp_path, threshold=0.0)
+    classifier = ModelRegistry(encoder, build_dir=tmp_path, threshold=0.0).classifier(prompt)
     (result,) = classifier.classify(["Japan should restart the nuclear reactors now."])
     assert result.label == "restart"

@@ -10,16 +10,15 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from bot.cli_model import export_for_bot
-from bot.config import ModelSettings, Settings
 from bot.core import datasets
 from bot.core.datasets import DataError, Example
 from bot.core.encoder import SentenceEncoder
 from bot.core.evaluation import evaluate, expected_calibration_error
 from bot.core.language import detect_non_english
 from bot.core.prompts import UNCLEAR, Prompt, PromptCatalog
+from bot.core.shipped import ModelLibrary
 from bot.core.stance import GatedClassifier, SimilarityClassifier, softmax
-from bot.core.trained import load_if_present
+from bot.core.trained import load_if_present, load_shipped, ship
 from bot.core.training import (
     TrainConfig,
     choose_threshold,
@@ -185,15 +184,27 @@ def test_finetuned_variant_saves_and_loads_its_own_encoder(
     assert model is not None and model.encoder is not encoder and model.version.startswith("finetuned:")
     (result,) = model.classify(["Japan should build more missiles."])
     assert result.label in prompt.label_names
-    # `stancebot train` exports the encoder as the bot will run it, so the bot's start skips the export
-    cache = tmp_path / "onnx"
-    settings = Settings(model=ModelSettings(backend="onnx", quantize=False, onnx_cache_dir=str(cache)))
-    onnx = export_for_bot(settings, tmp_path / "defense")
-    assert onnx is not None and onnx.is_file() and onnx.parent.parent == cache
-    bot_encoder = SentenceEncoder(str(tmp_path / "defense" / "encoder"), backend="onnx", cache_dir=cache)
-    assert bot_encoder.onnx_path == onnx
-    torch_settings = Settings(model=ModelSettings(backend="torch", onnx_cache_dir=str(cache)))
-    assert export_for_bot(torch_settings, tmp_path / "defense") is None
+    # `stancebot train` writes the bot-ready model (one int8 ONNX file with the head) beside the shipped layout
+    shipped_root = tmp_path / "shipped"
+    folder = ship(tmp_path / "defense", shipped_root, base_source=Path(encoder.source))
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.onnx"]
+    library = ModelLibrary([shipped_root])
+    library.verify()
+    found = library.find("defense", prompt.label_names)
+    assert found is not None
+    bot_model = load_shipped(*found, encoder)
+    assert bot_model.version == model.version and bot_model.encoder.backend == "onnx"
+    assert bot_model.encoder.outputs == ("embedding", "logits")
+    torch_probs, onnx_probs = model.probabilities(TEXTS_FOR_SHIP), bot_model.probabilities(TEXTS_FOR_SHIP)
+    assert (torch_probs.argmax(axis=1) == onnx_probs.argmax(axis=1)).mean() >= 0.75  # int8: a close copy
+
+
+TEXTS_FOR_SHIP = [
+    "Japan should build more missiles.",
+    "Sign a pact with India and Australia.",
+    "Spend 2% of GDP on defense now.",
+    "who wrote this?",
+]
 
 
 def per_label_slice(prompt: Prompt, n: int) -> list[Example]:

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from bot.config import Settings, load_settings
+from bot.config import Settings, load_settings, make_encoder
 from bot.core.encoder import SentenceEncoder
-from bot.core.prompts import PromptCatalog
 from bot.sandbox.harness import World, new_guild, running_bot, text_of, world_on
 from bot.sandbox.server import LoopbackDiscord
 from bot.storage.db import sqlite_url
@@ -22,14 +21,15 @@ __all__ = ["World", "new_guild", "running_bot", "text_of", "world_on"]
 
 
 @pytest.fixture(scope="session")
-def build_dir(tmp_path_factory: pytest.TempPathFactory, encoder: SentenceEncoder, catalog: PromptCatalog) -> Path:
-    """Stance models trained by the project's own recipe (fast head variant) on the committed train splits."""
-    from bot.core.training import train_prompt
+def encoder() -> SentenceEncoder:
+    """The shipped base encoder on ONNX Runtime (int8), as the bot runs it: no torch."""
+    return make_encoder(load_settings(None, environ={}))
 
-    out = tmp_path_factory.mktemp("build")
-    for prompt in catalog:
-        train_prompt(prompt, out / prompt.id, encoder=encoder, variant="head")
-    return out
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build folder with no models of its own: the bot runs the trained models shipped in the package."""
+    return tmp_path_factory.mktemp("build")
 
 
 def e2e_settings(db_url: str, build_dir: Path, **extra: str) -> Settings:

@@ -33,6 +33,7 @@ def bot_env(db_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     return {
         "STANCEBOT_DATABASE_URL": db_url,
         "STANCEBOT_MODEL_BUILD_DIR": str(tmp_path / "no-models"),
+        "STANCEBOT_MODEL_SHIPPED": "false",
         "STANCEBOT_MODEL_MAX_WAIT_MS": "5",
         "STANCEBOT_PIPELINE_SPOOL_DIR": str(tmp_path / "spool"),
         "STANCEBOT_PIPELINE_RETRY_INITIAL_S": "0.2",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from bot import PROJECT_ROOT
+from bot.assets import prompts_dir
 from bot.core.periods import Cadence
 from bot.core.prompts import PromptCatalog
 from bot.core.shards import shard_of
@@ -36,7 +36,7 @@ async def _prepare(db_url: str, guild_id: int, channel_id: int) -> None:
     try:
         await upgrade(engine)
         repo = Repository(make_sessionmaker(engine))
-        for prompt in PromptCatalog.from_dir(PROJECT_ROOT / "models" / "prompts"):
+        for prompt in PromptCatalog.from_dir(prompts_dir()):
             await repo.prompts.sync_prompt(prompt)
         store = repo
         now = utcnow()

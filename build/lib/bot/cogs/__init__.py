@@ -1,0 +1,1 @@
+"""Discord glue: one cog per concern, each thin (parse, call the domain, render)."""

@@ -1,0 +1,1 @@
+"""Domain logic: prompts, stance classification, tallies and digests. Never imports discord."""
