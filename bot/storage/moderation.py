@@ -13,9 +13,9 @@ from bot.core.moderation import AuditRecord
 from bot.core.prompts import UNCLEAR, prompt_from_dict
 from bot.core.stance import StanceResult
 from bot.storage.base import Store
-from bot.storage.models import AuditEntry, OptOut, PromptRow, Reply, ReviewItem, Stance, utcnow
+from bot.storage.models import AuditEntry, PromptRow, Reply, ReviewItem, Stance, utcnow
 from bot.storage.records import MODERATOR, NotAReplyError, ReviewDoneError, ReviewInfo
-from bot.storage.rules import add_stances, recount, stance_row
+from bot.storage.rules import add_stances, author_counted, recount, stance_row
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +111,11 @@ class Moderation(Store):
                 select(Reply.content, Stance.label, PromptRow.slug)
                 .join(Stance, and_(Stance.reply_id == Reply.id, Stance.is_current))
                 .join(PromptRow, PromptRow.id == Reply.prompt_id)
-                .outerjoin(OptOut, and_(OptOut.guild_id == Reply.guild_id, OptOut.user_id == Reply.author_id))
                 .where(
                     Stance.source == MODERATOR,
                     Reply.deleted_at.is_(None),
                     Reply.content.is_not(None),
-                    OptOut.user_id.is_(None),
+                    author_counted(),
                 )
                 .order_by(Reply.id)
             )

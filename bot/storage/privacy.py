@@ -25,7 +25,7 @@ from bot.storage.models import (
     utcnow,
 )
 from bot.storage.prompts import require_prompt_row
-from bot.storage.rules import is_opted_out, recount_everywhere
+from bot.storage.rules import author_counted, is_opted_out, recount_everywhere
 from bot.storage.schedules import forget_creator
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,11 @@ class Privacy(Store):
             rows = await s.execute(
                 select(Reply, Stance)
                 .outerjoin(Stance, and_(Stance.reply_id == Reply.id, Stance.is_current))
-                .outerjoin(OptOut, and_(OptOut.guild_id == Reply.guild_id, OptOut.user_id == Reply.author_id))
                 .where(
                     Reply.prompt_id == prow.id,
                     Reply.guild_id == guild_id,
                     Reply.deleted_at.is_(None),
-                    OptOut.user_id.is_(None),
+                    author_counted(),
                 )
                 .order_by(Reply.created_at, Reply.id)
             )

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, any_, insert, literal, or_, select, text, update
+from sqlalchemy import BigInteger, ColumnElement, any_, exists, insert, literal, or_, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -125,6 +125,11 @@ async def opted_out(
             return set()
         query = query.where(among(s, OptOut.user_id, users))
     return {(int(g), int(u)) for g, u in await s.execute(query)}
+
+
+def author_counted() -> ColumnElement[bool]:
+    """SQL, for queries over ``replies``: the reply's author has not opted out in its guild."""
+    return ~exists().where(OptOut.guild_id == Reply.guild_id, OptOut.user_id == Reply.author_id)
 
 
 async def is_opted_out(s: AsyncSession, guild_id: int, user_id: int) -> bool:
