@@ -26,7 +26,7 @@ def test_the_package_keeps_its_layer_contracts() -> None:
 
 
 def test_a_planted_violation_breaks_the_contract(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "bot", tmp_path / "bot", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "bot", tmp_path / "bot", ignore=shutil.ignore_patterns("__pycache__", "_assets"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     with (tmp_path / "bot" / "core" / "tally.py").open("a", encoding="utf-8") as module:
         module.write("\nimport discord  # a planted violation: the domain must not know discord.py\n")
