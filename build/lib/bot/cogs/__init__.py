@@ -1,1 +1,0 @@
-"""Discord glue: one cog per concern, each thin (parse, call the domain, render)."""

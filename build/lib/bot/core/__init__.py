@@ -1,1 +1,0 @@
-"""Domain logic: prompts, stance classification, tallies and digests. Never imports discord."""

@@ -1,1 +1,0 @@
-"""Storage: SQLAlchemy 2 async models, the Alembic-owned schema and a small repository API."""
