@@ -16,15 +16,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: The sandbox's tallies with the shipped models, as README command (a) shows them: label -> count.
-EXPECTED_TALLIES = {
-    "Is the U.S.-Japan alliance unfair to the U.S.?": {"unfair": 3, "fair": 4, "mutual_benefit": 3, "unclear": 6},
-    "Should Japan spend more on defense or find new partners?": {
-        "increase_defense": 5,
-        "new_alliances": 5,
-        "unclear": 5,
-    },
-}
+
+def readme_tallies() -> dict[str, dict[str, int]]:
+    """The tallies README command (a) shows (its sandbox output block): the wheel's sandbox must print the same."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("What the sandbox prints", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    return tallies(block)
 
 
 def tallies(output: str) -> dict[str, dict[str, int]]:
@@ -100,8 +97,10 @@ def test_the_wheel_installs_into_a_fresh_venv_and_the_sandbox_runs_from_an_empty
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert tallies(proc.stdout) == EXPECTED_TALLIES
-    assert "distilled:" in proc.stdout  # the shipped models, not the similarity baseline
+    expected = readme_tallies()
+    assert len(expected) == 2 and all(sum(counts.values()) > 10 for counts in expected.values())
+    assert tallies(proc.stdout) == expected
+    assert "similarity baseline" not in proc.stdout  # the shipped models serve both prompts
     # nothing written outside the working folder and the database path: not the package, not HOME, not TMPDIR
     assert snapshot(package) == before
     assert list(home.iterdir()) == []

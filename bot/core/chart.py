@@ -1,17 +1,14 @@
 """The digest chart: stance shares this period vs the previous one (grouped bars) and their trend (lines).
 
-Drawn with matplotlib's object API on the Agg canvas (no pyplot, no display, safe in a worker thread).
+Drawn with matplotlib's object API on the Agg canvas (no pyplot, no display, safe in a worker thread). matplotlib is
+imported when the first chart is drawn, not when the bot starts: it costs start-up time and memory, and it writes a
+font cache on first import.
 """
 
 from __future__ import annotations
 
 import io
 import math
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.ticker import PercentFormatter
 
 from bot.core.digest import Digest
 from bot.core.prompts import UNCLEAR
@@ -36,6 +33,11 @@ def label_colours(labels: tuple[str, ...]) -> dict[str, str]:
 
 def render_chart(digest: Digest, *, dpi: int = 110) -> bytes:
     """PNG bytes of the digest chart (about 1100 x 480 pixels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import PercentFormatter
+
     fig = Figure(figsize=(10, 4.4), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     colours = label_colours(digest.labels)

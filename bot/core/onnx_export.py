@@ -204,6 +204,13 @@ def _add_head(model_file: Path, weights: Any, bias: Any, target: Path) -> None:
     onnx.save(model, str(target))
 
 
+def _tokenizer_rules(path: Path) -> dict[str, Any]:
+    """A ``tokenizer.json`` without its padding and truncation settings (the bot sets those itself): two files
+    with the same rules split every text into the same ids."""
+    rules = json.loads(path.read_text(encoding="utf-8"))
+    return {key: value for key, value in rules.items() if key not in ("padding", "truncation")}
+
+
 def export_bot_model(
     encoder_dir: Path,
     ship_root: Path,
@@ -217,13 +224,12 @@ def export_bot_model(
     the first time. Raises :class:`ExportError` when the export fails or the tokenizer differs from the shared one.
     Returns the model folder. The manifest is written by the caller (:func:`bot.core.shipped.write_manifest`).
     """
-    from bot.core.shipped import CONFIG, TOKENIZER_DIR, TOKENIZER_FILES, WEIGHTS, sha256_file, write_json_atomic
+    from bot.core.shipped import CONFIG, TOKENIZER_DIR, TOKENIZER_FILES, WEIGHTS, write_json_atomic
 
     shared = ship_root / TOKENIZER_DIR
-    for file in TOKENIZER_FILES:
-        mine, theirs = encoder_dir / file, shared / file
-        if file == "tokenizer.json" and theirs.is_file() and sha256_file(mine) != sha256_file(theirs):
-            raise ExportError(f"{mine} differs from the shared {theirs}; models in one folder share a tokenizer")
+    mine, theirs = encoder_dir / "tokenizer.json", shared / "tokenizer.json"
+    if theirs.is_file() and _tokenizer_rules(mine) != _tokenizer_rules(theirs):
+        raise ExportError(f"{mine} differs from the shared {theirs}; models in one folder share a tokenizer")
     folder = ship_root / name
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ship-", dir=ship_root))

@@ -198,6 +198,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=False)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; model files are for every user of the install
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -6,7 +6,9 @@ import gc
 from pathlib import Path
 from typing import Any
 
+from bot.assets import shipped_models_dir
 from bot.core.encoder import SentenceEncoder
+from bot.core.shipped import ModelStore
 from bot.runtime import build_runtime
 from bot.sandbox.server import LoopbackDiscord
 from bot.storage.repository import Repository
@@ -46,7 +48,7 @@ async def test_post_reply_classify_store_tally(world: World) -> None:
         stored = await _repo(world).tallies.stance_of(outcome.reply.message_id)
         assert stored is not None
         assert stored.label == expected
-        assert stored.model_version.startswith("head:")
+        assert stored.model_version == ModelStore(shipped_models_dir()).entry("alliance").version  # the shipped model
 
     result = await world.server.slash(
         world.guild,

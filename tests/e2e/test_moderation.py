@@ -152,7 +152,7 @@ async def test_review_button_works_after_a_restart(
     guild, channel, moderator = new_guild(server)
     review = server.create_channel(guild, "review")
     members: dict[str, Any] = {}
-    env = {"STANCEBOT_MODERATION_REVIEW_BELOW": "0.999"}  # every model stance goes to review
+    env = {"STANCEBOT_MODERATION_REVIEW_BELOW": "1.0"}  # every model stance goes to review
     async with bot_on(server, encoder, build_dir, db_url, guild, channel, moderator, members, **env) as world:
         await slash(world, moderator, "review", "channel", channel=review)
         thread_id = await post_prompt(world)
