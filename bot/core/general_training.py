@@ -326,6 +326,7 @@ def export_general(out_dir: Path, ship_root: Path, *, base: str = "") -> Path:
 
     from bot.core import shipped
     from bot.core.encoder import packaged_model_path
+    from bot.core.files import write_json_atomic
     from bot.core.onnx_export import OPSET, SHIPPED_QUANTIZATION, _quantize_for_shipping
 
     meta = json.loads((out_dir / "general.json").read_text(encoding="utf-8"))
@@ -383,7 +384,7 @@ def export_general(out_dir: Path, ship_root: Path, *, base: str = "") -> Path:
         "opset": OPSET,
         "quantization": SHIPPED_QUANTIZATION,
     }
-    shipped.write_json_atomic(folder / shipped.CONFIG, config)
+    write_json_atomic(folder / shipped.CONFIG, config)
     entry = {key: meta[key] for key in ("kind", "version", "temperature", "threshold", "data_hash", "n_train")}
     entry.update(
         dev_mean_macro_f1=meta["dev_mean_macro_f1"],

@@ -224,7 +224,8 @@ def export_bot_model(
     the first time. Raises :class:`ExportError` when the export fails or the tokenizer differs from the shared one.
     Returns the model folder. The manifest is written by the caller (:func:`bot.core.shipped.write_manifest`).
     """
-    from bot.core.shipped import CONFIG, TOKENIZER_DIR, TOKENIZER_FILES, WEIGHTS, write_json_atomic
+    from bot.core.files import write_json_atomic
+    from bot.core.shipped import CONFIG, TOKENIZER_DIR, TOKENIZER_FILES, WEIGHTS
 
     shared = ship_root / TOKENIZER_DIR
     mine, theirs = encoder_dir / "tokenizer.json", shared / "tokenizer.json"

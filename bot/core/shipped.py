@@ -21,14 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bot.core.errors import StancebotError
+from bot.core.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -188,21 +187,6 @@ def write_manifest(root: Path, models: Mapping[str, Mapping[str, Any]]) -> dict[
     manifest = {"format": FORMAT, "models": {k: dict(v) for k, v in sorted(models.items())}, "files": files}
     write_json_atomic(root / MANIFEST, manifest)
     return manifest
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; model files are for every user of the install
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ModelLibrary:
