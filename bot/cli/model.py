@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from bot.cli.common import config_option, fail, settings_from
+from bot.cli.common import Command, Group, config_option, fail, settings_from
 from bot.config import Settings, model_registry
 from bot.core.errors import StancebotError
 from bot.core.onnx_export import ExportError
@@ -28,7 +28,7 @@ def prompt_file_option(help_text: str) -> Callable[[Callable[..., Any]], Callabl
     )
 
 
-@click.command()
+@click.command(cls=Command)
 @config_option
 @click.option("--prompt", "prompt_ids", multiple=True, help="Prompt id to train (repeatable).")
 @click.option("--all", "all_prompts", is_flag=True, help="Train every prompt that has labelled data.")
@@ -231,7 +231,7 @@ def _make_split(prompt: Any, *, force: bool) -> None:
     click.echo(f"{prompt.id}: {counts} -> {folder} (test: {hard} sarcasm/negation replies)", err=True)
 
 
-@click.command()
+@click.command(cls=Command)
 @config_option
 @click.option("--prompt", "prompt_id", default=None, help="Prompt id.")
 @prompt_file_option(
@@ -415,7 +415,7 @@ def encoder_source(name: str) -> str:
     return resolve_model(name)[0]
 
 
-@click.group()
+@click.group(cls=Group)
 def models() -> None:
     """The bot-ready models: check them against their manifests."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import tempfile
@@ -27,6 +28,8 @@ from bot.storage.db import sqlite_url
 log = logging.getLogger(__name__)
 
 SAMPLE_REPLIES = Path(str(files("bot.sandbox") / "sample_replies.jsonl"))
+#: Stopped while a reply is in flight, how long the sandbox still waits for its stance (seconds).
+IN_FLIGHT_WAIT = 5.0
 STANCE_STYLE = {UNCLEAR: "dim"}
 
 
@@ -42,7 +45,11 @@ class ScriptedReply:
 def load_replies(path: Path) -> list[ScriptedReply]:
     """Read a JSONL file of ``{prompt, author, text}`` objects; a bad line is named, not skipped."""
     replies = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path.name} is not UTF-8 text (byte {exc.start + 1}); save it as UTF-8.") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -62,6 +69,8 @@ class Sandbox:
         self.console = console
         self.server = LoopbackDiscord()
         self.threads: dict[str, int] = {}
+        #: Replies sent so far.
+        self.sent = 0
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Sandbox:
@@ -93,9 +102,16 @@ class Sandbox:
         self.console.print(f"[dim]{escape(prompt.question)}\ncounts: {labels}[/]")
 
     async def reply(self, prompt_id: str, author: str, text: str) -> ReplyOutcome | None:
-        """A member replies in the prompt's thread; wait until the bot has stored its stance."""
+        """A member replies in the prompt's thread; wait until the bot has stored its stance. Stopped meanwhile
+        (SIGTERM), it still waits a few seconds for that stance, so that no reply it sent is left behind."""
+        self.sent += 1
+        reply = asyncio.ensure_future(self.world.reply(self.threads[prompt_id], author, text, timeout=30))
         try:
-            outcome = await self.world.reply(self.threads[prompt_id], author, text, timeout=30)
+            outcome = await asyncio.shield(reply)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reply, IN_FLIGHT_WAIT)
+            raise
         except TimeoutError:
             self.console.print(f"[red]{author}: no stance recorded within 30 s[/]")
             return None
@@ -182,10 +198,14 @@ async def run_sandbox(
         for pid in prompt_ids:
             catalog.get(pid)  # an unknown prompt fails here, before anything starts
         async with Sandbox(settings, console) as sandbox:
-            for pid in prompt_ids:
-                await sandbox.post_prompt(pid)
-                for line in (r for r in scripted if r.prompt == pid):
-                    await sandbox.reply(pid, line.author, line.text)
+            try:
+                for pid in prompt_ids:
+                    await sandbox.post_prompt(pid)
+                    for line in (r for r in scripted if r.prompt == pid):
+                        await sandbox.reply(pid, line.author, line.text)
+            except asyncio.CancelledError:
+                console.print(f"Stopping after {sandbox.sent} replies …")
+                raise
             if interactive:
                 await _interactive(sandbox, prompt_ids, console)
             console.rule("[bold]Tallies[/]")

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -192,3 +193,37 @@ def test_cli_with_the_real_model(tmp_path: Path) -> None:
     unknown = CliRunner().invoke(analyze, [str(export), "--prompt", "nope"])
     assert unknown.exit_code == 2
     assert "Unknown prompt 'nope'" in unknown.output
+
+
+def test_a_failed_analyze_keeps_the_previous_analysis(tmp_path: Path) -> None:
+    """A run that fails (a bad export, a database that refuses) leaves the previous files as they were; a run that
+    succeeds replaces all of them together, so the database, the CSV and the digest stay in step."""
+    from bot.cli.analyze import OUTPUTS
+    from tests.cli.helpers import invoke, one_clear_line
+
+    export, out = tmp_path / "small.json", tmp_path / "o"
+    make_export(export, 40, members=8)
+    first = invoke("analyze", str(export), "--prompt", "alliance", "--out", str(out))
+    assert first.exit_code == 0, first.stderr
+    before = {name: (out / name).read_bytes() for name in OUTPUTS}
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"messages": [', encoding="utf-8")
+    result = invoke("analyze", str(bad), "--prompt", "alliance", "--out", str(out))
+    one_clear_line(result.exit_code, result.stderr, "bad.json is not JSON")
+    down = "postgresql+asyncpg://nobody@127.0.0.1:1/nowhere"  # fails after the model is loaded and the run began
+    result = invoke("analyze", str(export), "--prompt", "alliance", "--out", str(out), "--database", down)
+    one_clear_line(result.exit_code, result.stderr, "Cannot reach the database")
+    assert {name: (out / name).read_bytes() for name in OUTPUTS} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)  # nothing half-built left behind
+
+    second = tmp_path / "second.json"
+    make_export(second, 25, members=5, seed=9)
+    result = invoke("analyze", str(second), "--prompt", "alliance", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert "Replacing the previous analysis.db, stances.csv, chart.png, digest.md" in result.stderr
+    with (out / "stances.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with sqlite3.connect(out / "analysis.db") as conn:
+        stored = {str(mid) for (mid,) in conn.execute("SELECT message_id FROM replies")}
+    assert stored == {r["message_id"] for r in rows} and len(rows) == 23  # 25 less a join and a bot message

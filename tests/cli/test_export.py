@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,9 +70,12 @@ def test_export_mistakes_get_one_line(tmp_path: Path) -> None:
     code, _, err = _run("--prompt", "alliance", "--database", url)
     assert code == 2 and err.startswith("stancebot: Give --prompt and --guild")
     code, _, err = _run("--prompt", "alliance", "--guild", "1", "--database", url)
-    assert code == 2 and err.startswith("stancebot: Cannot reach the database")
+    assert code == 2 and err.startswith("stancebot: There is no SQLite database at")
+    assert not (tmp_path / "missing").exists()
 
 
 def test_export_needs_a_migrated_database(tmp_path: Path) -> None:
-    code, _, err = _run("--corrections", "--database", sqlite_url(tmp_path / "empty.db"))
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # a SQLite file with no tables
+    code, _, err = _run("--corrections", "--database", sqlite_url(empty))
     assert code == 2 and "run `stancebot db upgrade`" in err
