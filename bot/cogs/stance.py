@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import NO_CONTENT_NOTE
+from bot.app import NO_CONTENT_NOTE, in_flight
 from bot.cogs._checks import moderator_only
 from bot.cogs._privacy_commands import PrivacyCommands
 from bot.cogs._prompts import prompt_autocomplete
@@ -73,6 +73,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
         return text.strip() if mentions else content
 
     @commands.Cog.listener()
+    @in_flight
     async def on_message(self, message: discord.Message) -> None:
         """Store and classify a member's reply in a prompt thread (never bots', webhooks' or the bot's own)."""
         if message.author.bot or message.webhook_id is not None or not isinstance(message.channel, discord.Thread):
@@ -100,6 +101,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
             await self._announce(outcome, message)
 
     @commands.Cog.listener()
+    @in_flight
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         """Reclassify an edited reply (unless its prompt is closed here)."""
         content = payload.data.get("content")
@@ -113,6 +115,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
             self.bot.dispatch("stance_recorded", outcome)
 
     @commands.Cog.listener()
+    @in_flight
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         """Retract a deleted reply."""
         if await self.bot.post_for_thread(payload.channel_id) is None:
@@ -121,6 +124,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
             self.bot.dispatch("reply_retracted", payload.message_id)
 
     @commands.Cog.listener()
+    @in_flight
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
         """Retract replies a moderator purged in bulk."""
         if await self.bot.post_for_thread(payload.channel_id) is None:

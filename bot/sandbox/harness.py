@@ -65,7 +65,7 @@ async def running_bot(
             raise RuntimeError(f"The bot did not become ready on the loopback server within {timeout:.0f} s.")
         yield runtime
     finally:
-        await runtime.aclose()
+        await runtime.shutdown(settings.general.shutdown_timeout_s)
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
