@@ -344,10 +344,17 @@ def publish(staging: Path, out: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+#: Models loaded in this process, by settings and prompt (a process that analyses several exports loads each once).
+_CLASSIFIERS: dict[tuple[str, str], StanceClassifier] = {}
+
+
 def _classifier_for(settings: Settings, prompt: Prompt) -> StanceClassifier:
     from bot.config import model_registry
 
-    return model_registry(settings).classifier(prompt)
+    key = (settings.model_dump_json(), repr(prompt))
+    if key not in _CLASSIFIERS:
+        _CLASSIFIERS[key] = model_registry(settings).classifier(prompt)
+    return _CLASSIFIERS[key]
 
 
 @click.command("analyze", cls=Command)

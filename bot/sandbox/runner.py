@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_REPLIES = Path(str(files("bot.sandbox") / "sample_replies.jsonl"))
 #: Stopped while a reply is in flight, how long the sandbox still waits for its stance (seconds).
-IN_FLIGHT_WAIT = 5.0
+IN_FLIGHT_WAIT = 2.0
 STANCE_STYLE = {UNCLEAR: "dim"}
 
 
