@@ -158,6 +158,8 @@ def train(
         started = time.perf_counter()
         for prompt in prompts:
             click.echo(f"Training {prompt.id} ({variant})…", err=True)
+            if (ship_root / prompt.id).exists():
+                click.echo(f"Once trained, it replaces the model in {ship_root / prompt.id}.", err=True)
             meta = train_prompt(
                 prompt,
                 build / prompt.id,
@@ -224,6 +226,8 @@ def _make_split(prompt: Any, *, force: bool) -> None:
         folder = datasets.write_splits(prompt.id, parts)
         click.echo(f"{prompt.id}: added {added} -> {folder} (test unchanged: {len(parts['test'])})", err=True)
         return
+    if datasets.has_splits(prompt.id):
+        click.echo(f"{prompt.id}: --force replaces the committed splits (test included) with a new split.", err=True)
     parts = datasets.split_examples(examples)
     folder = datasets.write_splits(prompt.id, parts)
     counts = {name: len(rows) for name, rows in parts.items()}
