@@ -26,6 +26,7 @@ from rich.markup import escape
 
 from bot.assets import data_dir
 from bot.config import Settings
+from bot.core.files import write_bytes_atomic
 from bot.core.periods import zone
 from bot.core.prompts import UNCLEAR, Prompt, PromptCatalog
 from bot.sandbox.runner import SAMPLE_REPLIES, Sandbox, throwaway_settings
@@ -173,7 +174,7 @@ async def run_days(
                     await cog.scheduler.run_due()
                     for message, png in _new_digests(sandbox, digests.id, before):
                         path = out / f"digest-{len(charts) + 1:02d}.png"
-                        path.write_bytes(png)
+                        write_bytes_atomic(path, png)
                         charts.append(path)
                         _print_digest(console, message, path)
                 clock.now = max(clock.now, to)
