@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import NO_CONTENT_NOTE
-from bot.cogs._checks import command_allowed, moderator_only
+from bot.cogs._checks import command_allowed, moderator_only, server_only
 from bot.cogs._privacy_commands import PrivacyCommands
 from bot.cogs._prompts import prompt_autocomplete
 from bot.cogs._render import tally_embed
@@ -63,7 +63,7 @@ async def label_autocomplete(interaction: discord.Interaction, current: str) -> 
     return [app_commands.Choice(name=name, value=name) for name in labels if current.lower() in name][:25]
 
 
-@app_commands.guild_only()
+@app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
 class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_description="Stances and tallies"):
     """Classifies replies and shows tallies."""
 
@@ -150,6 +150,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
     @app_commands.command(name="tally", description="Show how many members take each stance on a prompt")
     @app_commands.describe(prompt="Which prompt", public="Show the tally to everyone in the channel")
     @app_commands.autocomplete(prompt=prompt_autocomplete)
+    @server_only()
     async def tally(self, interaction: discord.Interaction, prompt: str, public: bool = False) -> None:
         """Counts and shares per stance, with declared stances beside the model's."""
         services = self.bot.services
@@ -175,6 +176,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
     @app_commands.command(name="submit", description="Give your reply to a prompt here (it is classified and counted)")
     @app_commands.describe(prompt="Which prompt", text="Your reply")
     @app_commands.autocomplete(prompt=prompt_autocomplete)
+    @server_only()
     async def submit(
         self, interaction: discord.Interaction, prompt: str, text: app_commands.Range[str, 1, 2000]
     ) -> None:
