@@ -11,24 +11,20 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from bot.core import datasets
+from bot.core.calibration import choose_threshold, fit_temperature
 from bot.core.datasets import DataError, Example
+from bot.core.distillation import teacher_logits
 from bot.core.encoder import SentenceEncoder
 from bot.core.evaluation import evaluate, expected_calibration_error
+from bot.core.heads import TrainConfig
 from bot.core.language import detect_non_english
 from bot.core.prompts import UNCLEAR, Prompt, PromptCatalog
+from bot.core.scoring import macro_f1
 from bot.core.shipped import ModelLibrary
 from bot.core.stance import GatedClassifier, SimilarityClassifier, softmax
 from bot.core.trained import load_if_present, load_shipped, ship
-from bot.core.training import (
-    TrainConfig,
-    choose_threshold,
-    choose_variant,
-    fit_temperature,
-    macro_f1,
-    teacher_logits,
-    train_prompt,
-    unlabelled_texts,
-)
+from bot.core.training import choose_variant, train_prompt
+from bot.core.training_data import unlabelled_texts
 
 PROMPTS = ("alliance", "defense")
 EVALUATE_KEYS = {
