@@ -55,6 +55,12 @@ class TrainConfig:
     #: At most this many unlabelled texts join the distillation (a fixed-seed sample when there are more).
     kd_unlabelled: int = 4000
     precision_target: float = PRECISION_TARGET
+    #: Add the prompt's paraphrases of real public statements (``models/data/realtrain/<prompt>.jsonl``, from
+    #: pages outside the real-world evaluation sets) to the committed train split.
+    real_paraphrases: bool = True
+    #: Fit the temperature and the ``unclear`` threshold on the prompt's real-dev statements when it has them
+    #: (what people actually write), else on the synthetic dev split.
+    calibrate_on_real: bool = True
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -30,18 +30,27 @@ from typing import Any
 
 import numpy as np
 
+from bot.core.calibration import gate_blocked
 from bot.core.datasets import (
     Example,
     data_hash,
+    load_real,
 )
 from bot.core.distillation import Teacher, train_distilled, truncated_encoder
 from bot.core.encoder import SentenceEncoder
 from bot.core.finetune import train_finetuned, train_setfit
-from bot.core.heads import ProgressFn, TrainConfig, train_head
-from bot.core.prompts import Prompt
+from bot.core.heads import ProgressFn, TrainConfig, calibrate_logits, train_head
+from bot.core.prompts import UNCLEAR, Prompt
 from bot.core.stance import prompt_fingerprint
 from bot.core.trained import ENCODER_DIR, HeadClassifier
-from bot.core.training_data import committed_test_split, fewshot_examples, training_data, unlabelled_texts
+from bot.core.training_data import (
+    committed_test_split,
+    fewshot_examples,
+    labels_of,
+    realtrain_file,
+    training_data,
+    unlabelled_texts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +96,27 @@ def choose_variant(variant: str, dev_f1: dict[str, float]) -> str:
     return "head" if dev_f1["head"] >= best - 1e-9 else max(dev_f1, key=lambda name: dev_f1[name])
 
 
+def calibrate_on_real(
+    prompt: Prompt, encoder: SentenceEncoder, names: Sequence[str], w: np.ndarray, b: np.ndarray, cfg: TrainConfig
+) -> dict[str, Any]:
+    """Temperature and ``unclear`` threshold refitted on the prompt's real-dev statements (nothing if it has none).
+
+    The synthetic dev split still chooses the recipe and its settings; real-dev only sets how sure the model says
+    it is and where a stance becomes ``unclear``, so confidences match what people actually write. The figures
+    at the new threshold are recorded as ``real_dev_*``; the synthetic dev figures stay as they were.
+    """
+    real = load_real(prompt, "real-dev")
+    if not real:
+        return {}
+    texts = [ex.text for ex in real]
+    logits = encoder.encode(texts) @ w.T + b
+    fitted = calibrate_logits(logits, labels_of(real, names), names.index(UNCLEAR), gate_blocked(texts), cfg)
+    out: dict[str, Any] = {"calibrated_on": "real-dev", "n_real_dev": len(real)}
+    out.update({f"real_{key}": value for key, value in fitted.items() if key.startswith("dev_")})
+    out.update({key: fitted[key] for key in ("temperature", "threshold")})
+    return out
+
+
 def train_prompt(
     prompt: Prompt,
     out_dir: Path,
@@ -111,6 +141,9 @@ def train_prompt(
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     names = list(prompt.label_names)
+    # the real-statement paraphrases join the committed train split (not a train set passed in ``data``)
+    real_file = realtrain_file(prompt) if cfg.real_paraphrases and data is None else None
+    extra_files = [*extra_files, real_file] if real_file is not None else list(extra_files)
     train, dev = training_data(prompt, data=data, extra_files=extra_files, seed=cfg.seed)
     missing = sorted(set(names) - {ex.label for ex in train})
     if missing:
@@ -177,6 +210,9 @@ def train_prompt(
             (tmp / kind / ENCODER_DIR).rename(tmp / ENCODER_DIR)
         for name in tuned:
             shutil.rmtree(tmp / name, ignore_errors=True)
+        final = encoder if kind == "head" else SentenceEncoder(str(tmp / ENCODER_DIR))
+        if cfg.calibrate_on_real:
+            info.update(calibrate_on_real(prompt, final, names, w, b, cfg))
     finally:
         stop()
     train_hash = data_hash([*train, *dev])

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.core.datasets import (
+    REALTRAIN_DIR,
     SEED,
     SPLITS_DIR,
     DataError,
@@ -19,6 +20,7 @@ from bot.core.datasets import (
     for_prompt,
     has_splits,
     load_jsonl,
+    load_real,
     load_split,
     split_examples,
 )
@@ -41,14 +43,20 @@ def committed_test_split(prompt: Prompt) -> list[Example]:
     return load_split(prompt, "test") if has_splits(prompt.id) else []
 
 
+def realtrain_file(prompt: Prompt) -> Path | None:
+    """The prompt's training paraphrases of real public statements, if it has any."""
+    path = REALTRAIN_DIR / f"{prompt.id}.jsonl"
+    return path if path.is_file() else None
+
+
 def training_data(
     prompt: Prompt, *, data: Sequence[Example] | None = None, extra_files: Sequence[Path] = (), seed: int = SEED
 ) -> tuple[list[Example], list[Example]]:
     """``(train, dev)`` for a prompt.
 
     Train is ``data`` when given, else the committed train split; replies from ``extra_files`` (e.g. moderator
-    corrections) are added, except those also in dev or test (no leak). Dev is the committed dev split; a prompt
-    without splits has 20% of its data held out as dev instead.
+    corrections) are added, except those also in dev, test or the real-world sets (no leak). Dev is the committed
+    dev split; a prompt without splits has 20% of its data held out as dev instead.
     """
     extra: list[Example] = []
     for path in extra_files:
@@ -56,7 +64,13 @@ def training_data(
     if has_splits(prompt.id):
         train = list(data) if data is not None else load_split(prompt, "train")
         dev = load_split(prompt, "dev")
-        held = {dedupe_key(ex.text) for ex in dev} | {dedupe_key(ex.text) for ex in load_split(prompt, "test")}
+        evaluation = [
+            *dev,
+            *load_split(prompt, "test"),
+            *load_real(prompt, "real-dev"),
+            *load_real(prompt, "real-test"),
+        ]
+        held = {dedupe_key(ex.text) for ex in evaluation}
         kept = [ex for ex in extra if dedupe_key(ex.text) not in held]
         if len(kept) < len(extra):
             log.warning(
