@@ -7,7 +7,7 @@ Recipe, per prompt:
 * head: class-balanced multinomial logistic regression (scikit-learn, lbfgs), Japanese rows weighted ``ja_weight``
   times; ``C`` and ``ja_weight`` chosen by macro-F1 on the Japanese dev split;
 * calibration: the temperature and the ``unclear`` threshold fitted on the Japanese dev split with the rules every
-  trained model uses (:func:`bot.core.training.fit_temperature`, :func:`bot.core.training.choose_threshold`);
+  trained model uses (:func:`bot.core.calibration.fit_temperature`, :func:`bot.core.calibration.choose_threshold`);
 * output: ``multilingual-<prompt>/head.npy`` (float32 weights with the bias as the last column; ``np.save`` writes
   the same bytes for the same numbers) and ``config.json``, recorded in the folder's manifest with checksums.
 
@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from bot.core import datasets, shipped
+from bot.core.calibration import choose_threshold, fit_temperature
 from bot.core.multilingual import ENCODER, HEAD_FILE, MultilingualEncoder, encoder_fingerprint, head_name
 from bot.core.prompts import UNCLEAR, Prompt
 from bot.core.scoring import macro_f1
 from bot.core.stance import prompt_fingerprint, softmax
-from bot.core.training import choose_threshold, fit_temperature
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class MultilingualConfig:
     c_grid: tuple[float, ...] = (1.0, 4.0, 16.0, 64.0)
     ja_weights: tuple[float, ...] = (1.0, 3.0, 10.0)
     max_iter: int = 3000
-    #: The threshold rule's precision target (:func:`~bot.core.training.choose_threshold`). ``None``: the threshold
+    #: The threshold rule's precision target (:func:`~bot.core.calibration.choose_threshold`). ``None``: the threshold
     #: with the best dev macro-F1 (that rule's answer when no threshold meets the target): on the Japanese dev
     #: split the 0.9 target of the English models cost 0.02 macro-F1 (alliance), and macro-F1 is what this path is
     #: judged by.
