@@ -74,6 +74,8 @@ class ModelSettings(_Section):
     build_dir: str = "models/build"
     #: Use the trained models shipped in the package for prompts that have no model in ``build_dir/shipped``.
     shipped: bool = True
+    #: Read replies in other languages (Japanese first) with the multilingual heads; off: they are ``unclear``.
+    multilingual: bool = True
     unclear_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     batch_size: int = Field(default=32, ge=1, le=512)
     max_wait_ms: int = Field(default=50, ge=0, le=5000)
@@ -269,6 +271,7 @@ def model_registry(settings: Settings, *, encoder: SentenceEncoder | None = None
         build_dir=None if onnx else settings.path(settings.model.build_dir),
         threshold=settings.model.unclear_threshold,
         max_chars=settings.model.max_chars,
+        multilingual=settings.model.multilingual,
     )
 
 

@@ -24,6 +24,8 @@ from bot.core.prompts import Prompt
 
 DATA_DIR = data_dir()
 SPLITS_DIR = DATA_DIR / "splits"
+#: The Japanese replies' splits (``ja/splits/<prompt>/{train,dev,test}.jsonl``), read by the multilingual heads.
+JA_SPLITS_DIR = DATA_DIR / "ja" / "splits"
 SPLITS = ("train", "dev", "test")
 #: The seed every split and every training run uses.
 SEED = 13

@@ -37,6 +37,9 @@ class ExportRow:
     source: str | None
     model_version: str | None
     counted: bool
+    #: The reply's language as the model path saw it (``en``, ``ja``...) and the encoder that read it.
+    language: str | None = None
+    encoder: str | None = None
 
 
 @dataclass(frozen=True)
