@@ -17,6 +17,7 @@ The test splits are never read here.
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import logging
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ import numpy as np
 
 from bot.core import datasets, shipped
 from bot.core.calibration import choose_threshold, fit_temperature
+from bot.core.files import write_bytes_atomic, write_json_atomic
 from bot.core.multilingual import ENCODER, HEAD_FILE, MultilingualEncoder, encoder_fingerprint, head_name
 from bot.core.prompts import UNCLEAR, Prompt
 from bot.core.scoring import macro_f1
@@ -146,7 +148,9 @@ def ship_head(result: dict[str, Any], prompt: Prompt, ship_root: Path) -> Path:
     folder = ship_root / name
     folder.mkdir(parents=True, exist_ok=True)
     matrix = np.concatenate([result["weights"], result["bias"][:, None]], axis=1).astype(np.float32)
-    np.save(folder / HEAD_FILE, matrix, allow_pickle=False)
+    buffer = io.BytesIO()
+    np.save(buffer, matrix, allow_pickle=False)
+    write_bytes_atomic(folder / HEAD_FILE, buffer.getvalue())
     config = {
         "name": name,
         "kind": "multilingual-head",
@@ -160,7 +164,7 @@ def ship_head(result: dict[str, Any], prompt: Prompt, ship_root: Path) -> Path:
         "encoder_package": encoder_package(),
         "encoder_fingerprint": encoder_fingerprint(),
     }
-    shipped.write_json_atomic(folder / shipped.CONFIG, config)
+    write_json_atomic(folder / shipped.CONFIG, config)
     keep = ("kind", "version", "labels", "threshold", "temperature", "data_hash", "encoder", "encoder_package")
     entry: dict[str, Any] = {k: config[k] for k in keep}
     entry.update(n_train=result["n_train"], n_dev=result["n_dev"], dev=result["dev"], recipe=result["recipe"])
