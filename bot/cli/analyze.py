@@ -9,7 +9,6 @@ SQLite database through the same storage code as the bot, and writes ``digest.md
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import logging
 from collections.abc import Iterator
@@ -28,10 +27,12 @@ from bot.config import Settings
 from bot.core.chart import render_chart
 from bot.core.digest import Digest, render_markdown, render_terminal
 from bot.core.errors import StancebotError
+from bot.core.export import SafeCsvWriter
 from bot.core.periods import PERIOD_KINDS, Cadence, as_utc, parse_kind, zone
 from bot.core.prompts import Prompt, PromptCatalog
 from bot.core.stance import StanceClassifier
 from bot.core.tally import Tally, render_table
+from bot.core.text import reply_text, terminal_safe
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,14 @@ def _snowflake(value: Any, what: str) -> int:
         raise ExportError(f"{what} {value!r} is not a Discord id.") from None
 
 
+def _content(value: Any, where: str) -> str:
+    """A message's text: ``null`` is an empty message (attachments only), never the word ``None``."""
+    try:
+        return reply_text(value)
+    except TypeError:
+        raise ExportError(f"{where} has content that is not text.") from None
+
+
 def read_export(path: Path) -> ChannelExport:
     """Parse a DiscordChatExporter JSON export; raise :class:`ExportError` naming what is missing."""
     try:
@@ -103,7 +112,7 @@ def read_export(path: Path) -> ChannelExport:
                 author_id=_snowflake(author.get("id"), f"message {number} author id"),
                 author_name=str(author.get("nickname") or author.get("name") or author.get("id")),
                 timestamp=timestamp,
-                content=str(raw.get("content") or ""),
+                content=_content(raw.get("content"), f"{path.name}: message {number}"),
             )
         )
     messages.sort(key=lambda m: (m.timestamp, m.id))
@@ -237,7 +246,7 @@ def _write_outputs(
     md_path.write_text(render_markdown(digest, chart=chart_path.name), encoding="utf-8")
     chart_path.write_bytes(render_chart(digest))
     with csv_path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
+        writer = SafeCsvWriter(handle)
         writer.writerow(CSV_COLUMNS)
         for m in export.messages:
             st = stances.get(m.id)
@@ -329,9 +338,9 @@ def analyze(
 
 def report(result: Analysis, console: Console) -> None:
     """Print the digest and where the files are."""
-    console.print(Text(render_terminal(result.digest)))
+    console.print(Text(terminal_safe(render_terminal(result.digest))))
     console.print()
-    console.print(Text("Overall tally (the whole export)\n" + render_table(result.tally)))
+    console.print(Text(terminal_safe("Overall tally (the whole export)\n" + render_table(result.tally))))
     console.print()
     console.print(
         Text(

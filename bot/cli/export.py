@@ -11,6 +11,7 @@ as the bot; writes to a file or to standard output.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -19,6 +20,7 @@ from sqlalchemy import inspect
 from bot.cli.common import config_option, run_async, settings_from
 from bot.core.errors import StancebotError
 from bot.core.export import FORMATS, corrections_to_jsonl, render_rows
+from bot.core.text import terminal_safe
 from bot.storage.db import database_errors, make_engine, make_sessionmaker
 from bot.storage.repository import Repository
 
@@ -71,7 +73,8 @@ def export(
         lambda: export_text(url, prompt=prompt, guild_id=guild_id, fmt=fmt, corrections=corrections)
     )
     if out is None:
-        click.echo(text, nl=False)
+        # Data for a pipe as it is; on a terminal, members' control characters are shown as escapes.
+        click.echo(terminal_safe(text) if sys.stdout.isatty() else text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
         what = "corrections" if corrections else "replies"

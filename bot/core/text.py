@@ -30,9 +30,11 @@ _CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LINE_BREAKS = re.compile("\r\n?|[\x0b\x0c\x85]")
 #: Characters that take no room and change nothing a reader sees (besides format characters, see below).
 _INVISIBLE_EXTRA = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0")
-#: Characters a terminal must not receive raw: controls (tab and newline aside), bidi controls, line separators.
+#: Characters a terminal must not receive raw: controls (tab and line endings aside; a carriage return alone moves
+#: the cursor back over the line), bidi controls, line separators, lone surrogates.
 _TERMINAL_UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+    "\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+    "\ud800-\udfff]"
 )
 
 
@@ -83,7 +85,7 @@ def model_text(text: str) -> str:
 
 
 def terminal_safe(text: str) -> str:
-    """``text`` fit for a terminal: control characters (tab and newline aside), bidi controls and lone surrogates
+    """``text`` fit for a terminal: control characters (tab and line endings aside), bidi controls and lone surrogates
     as visible escapes (``\\x1b``, ``\\u202e``), so a reply can neither move the cursor nor reorder a line."""
     return _TERMINAL_UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
 

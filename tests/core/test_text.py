@@ -49,7 +49,7 @@ def test_the_model_reads_nfkc_without_invisible_characters() -> None:
 def test_terminal_output_shows_control_characters_as_escapes() -> None:
     shown = terminal_safe("a\x1b[2Jb\x00c\x07\x9b\u202eevil\u2066\rd\ud800\te\nf")
     assert shown == "a\\x1b[2Jb\\x00c\\x07\\x9b\\u202eevil\\u2066\\rd\\ud800\te\nf"
-    assert terminal_safe("Japan 日本 🇯🇵 fair") == "Japan 日本 🇯🇵 fair"
+    assert terminal_safe("Japan 日本 🇯🇵 fair\r\n") == "Japan 日本 🇯🇵 fair\r\n"
 
 
 def test_null_text_is_empty_never_the_word_none() -> None:
