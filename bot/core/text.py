@@ -7,7 +7,7 @@ terminal shows it), checks, neutralising mentions.
 * :func:`storage_forms`: what to try storing, best first: the text as written, then the visible text (e.g.
   PostgreSQL cannot hold U+0000), then an ASCII form with escapes that any database holds.
 * :func:`normalise_reply`: what the model reads: the visible text in NFKC with invisible characters (zero-width
-  spaces and joiners, soft hyphens, bidi controls …) removed, so "un\u200bfair" reads as "unfair".
+  spaces and joiners, soft hyphens, bidi controls …) removed, so "un\\u200bfair" reads as "unfair".
 * :func:`terminal_safe`: what a terminal may print: control characters and bidi controls shown as escapes.
 """
 
