@@ -9,7 +9,6 @@ SQLite database through the same storage code as the bot, and writes ``digest.md
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import logging
 import os
@@ -32,11 +31,13 @@ from bot.config import Settings
 from bot.core.chart import render_chart
 from bot.core.digest import Digest, render_markdown, render_terminal
 from bot.core.errors import StancebotError
+from bot.core.export import SafeCsvWriter
 from bot.core.files import atomic_writer, write_bytes_atomic, write_text_atomic
 from bot.core.periods import PERIOD_KINDS, Cadence, as_utc, parse_kind, zone
 from bot.core.prompts import Prompt, PromptCatalog
 from bot.core.stance import StanceClassifier
 from bot.core.tally import Tally, render_table
+from bot.core.text import reply_text, terminal_safe
 from bot.storage.db import check_url, sqlite_url
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,14 @@ def _load_json(path: Path) -> Any:
         raise ExportError(f"{path.name} is nested too deeply to be an export.") from None
 
 
+def _content(value: Any, where: str) -> str:
+    """A message's text: ``null`` is an empty message (attachments only), never the word ``None``."""
+    try:
+        return reply_text(value)
+    except TypeError:
+        raise ExportError(f"{where} content must be text, not {type(value).__name__}.") from None
+
+
 def read_export(path: Path) -> ChannelExport:
     """Parse a DiscordChatExporter JSON export; raise :class:`ExportError` naming what is missing or malformed."""
     data = _load_json(path)
@@ -165,7 +174,7 @@ def read_export(path: Path) -> ChannelExport:
                 author_id=author_id,
                 author_name=name or str(author_id),
                 timestamp=_timestamp(raw["timestamp"], f"{where} timestamp"),
-                content=_text(raw.get("content"), f"{where} content"),
+                content=_content(raw.get("content"), where),
             )
         )
     messages.sort(key=lambda m: (m.timestamp, m.id))
@@ -303,7 +312,7 @@ def _write_outputs(
     write_text_atomic(md_path, render_markdown(digest, chart=chart_path.name))
     write_bytes_atomic(chart_path, render_chart(digest))
     with atomic_writer(csv_path) as handle:
-        writer = csv.writer(handle)
+        writer = SafeCsvWriter(handle)
         writer.writerow(CSV_COLUMNS)
         for m in export.messages:
             st = stances.get(m.id)
@@ -463,9 +472,9 @@ def _analyze_into(
 
 def report(result: Analysis, console: Console) -> None:
     """Print the digest and where the files are."""
-    console.print(Text(render_terminal(result.digest)))
+    console.print(Text(terminal_safe(render_terminal(result.digest))))
     console.print()
-    console.print(Text("Overall tally (the whole export)\n" + render_table(result.tally)))
+    console.print(Text(terminal_safe("Overall tally (the whole export)\n" + render_table(result.tally))))
     console.print()
     console.print(
         Text(

@@ -11,6 +11,7 @@ as the bot; writes to a file or to standard output.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -20,6 +21,7 @@ from bot.cli.common import Command, config_option, fail, run_async, settings_fro
 from bot.core.errors import StancebotError
 from bot.core.export import FORMATS, corrections_to_jsonl, render_rows
 from bot.core.files import write_text_atomic
+from bot.core.text import terminal_safe
 from bot.storage.db import check_url, database_errors, make_engine, make_sessionmaker
 from bot.storage.repository import Repository
 
@@ -82,7 +84,8 @@ def export(
         lambda: export_text(url, prompt=prompt, guild_id=guild_id, fmt=fmt, corrections=corrections)
     )
     if out is None:
-        click.echo(text, nl=False)
+        # Data for a pipe as it is; on a terminal, members' control characters are shown as escapes.
+        click.echo(terminal_safe(text) if sys.stdout.isatty() else text, nl=False)
     else:
         with user_errors("cannot write --out"):
             write_text_atomic(out, text)

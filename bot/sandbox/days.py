@@ -29,6 +29,7 @@ from bot.config import Settings
 from bot.core.files import write_bytes_atomic
 from bot.core.periods import zone
 from bot.core.prompts import UNCLEAR, Prompt, PromptCatalog
+from bot.core.text import terminal_safe
 from bot.sandbox.runner import SAMPLE_REPLIES, Sandbox, throwaway_settings
 from bot.storage.models import utcnow
 
@@ -159,7 +160,7 @@ async def run_days(
                 },
             )
             console.print(f"[bold magenta]moderator[/] /digest schedule {prompt.id} #digests Monday 09:00 {kind}")
-            console.print(f"[dim]{escape(_plain(answer.content))}[/]")
+            console.print(f"[dim]{_shown(_plain(answer.content))}[/]")
             thread_id = sandbox.threads[prompt.id]
             repo = sandbox.world.runtime.services.repo
             post = await repo.prompts.post_for_thread(thread_id)
@@ -270,11 +271,16 @@ def _plain(text: str) -> str:
     return re.sub(r"<t:(\d+):[A-Za-z]>", stamp, text)
 
 
+def _shown(text: str) -> str:
+    """Text from Discord as the terminal may print it: control characters as escapes, markup escaped."""
+    return escape(terminal_safe(text))
+
+
 def _print_digest(console: Console, message: dict[str, Any], chart: Path) -> None:
     embed = message["embeds"][0]
-    console.rule(f"[bold]#digests[/]: {escape(embed.get('title', ''))}")
-    console.print(escape(embed.get("description", "").replace("```", "").strip()))
+    console.rule(f"[bold]#digests[/]: {_shown(embed.get('title', ''))}")
+    console.print(_shown(embed.get("description", "").replace("```", "").strip()))
     for field in embed.get("fields", []):
         value = field["value"].split("\n[Jump", 1)[0]
-        console.print(f"[bold]{escape(field['name'].replace('`', ''))}[/]\n  {escape(value)}")
-    console.print(f"[dim]{escape(embed.get('footer', {}).get('text', ''))} · chart: {chart}[/]")
+        console.print(f"[bold]{_shown(field['name'].replace('`', ''))}[/]\n  {_shown(value)}")
+    console.print(f"[dim]{_shown(embed.get('footer', {}).get('text', ''))} · chart: {chart}[/]")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.config import Settings
+from bot.core.text import storage_forms
 from bot.pipeline import ReplyOutcome
 from bot.runtime import Runtime, build_runtime
 from bot.sandbox.server import LoopbackDiscord
@@ -114,12 +115,14 @@ class World:
         timeout: float = 20,  # noqa: ASYNC109
         **kwargs: Any,
     ) -> ReplyOutcome:
-        """Send a message as a member and wait until the bot stored its stance."""
+        """Send a message as a member and wait until the bot stored its stance (its text in whichever of
+        :func:`~bot.core.text.storage_forms` the database holds)."""
         member = self.member(author)
+        forms = storage_forms(text)
         waiter = asyncio.ensure_future(
             self.bot.wait_for(
                 "stance_recorded",
-                check=lambda o: o.reply.author_id == member.id and o.reply.content == text,
+                check=lambda o: o.reply.author_id == member.id and o.reply.content in forms,
                 timeout=timeout,
             )
         )

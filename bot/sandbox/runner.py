@@ -20,6 +20,7 @@ from rich.table import Table
 from bot.config import Settings
 from bot.core.errors import ConfigError
 from bot.core.prompts import UNCLEAR, PromptCatalog
+from bot.core.text import terminal_safe
 from bot.pipeline import ReplyOutcome
 from bot.sandbox.harness import new_guild, text_of, world_on
 from bot.sandbox.server import LoopbackDiscord
@@ -54,7 +55,9 @@ def load_replies(path: Path) -> list[ScriptedReply]:
             continue
         try:
             data = json.loads(line)
-            replies.append(ScriptedReply(str(data["prompt"]), str(data.get("author", "member")), str(data["text"])))
+            if not isinstance(data["text"], str):
+                raise TypeError("text is not a string")
+            replies.append(ScriptedReply(str(data["prompt"]), str(data.get("author") or "member"), data["text"]))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path.name} line {number}: expected {{prompt, author, text}} ({exc}).") from None
     return replies
@@ -96,10 +99,10 @@ class Sandbox:
         self.threads[prompt_id] = post.thread_id
         prompt = self.world.runtime.services.catalog.get(prompt_id)
         labels = ", ".join(label.name for label in prompt.stance_labels)
-        self.console.rule(f"[bold]#{self.world.channel.name}[/]: {escape(prompt.title)}")
+        self.console.rule(f"[bold]#{self.world.channel.name}[/]: {escape(terminal_safe(prompt.title))}")
         answer = text_of(result).replace(f"<#{post.thread_id}>", f"#{prompt.title[:100]}")
-        self.console.print(f"[bold magenta]moderator[/] /prompt post {prompt_id}  →  {escape(answer)}")
-        self.console.print(f"[dim]{escape(prompt.question)}\ncounts: {labels}[/]")
+        self.console.print(f"[bold magenta]moderator[/] /prompt post {prompt_id}  →  {escape(terminal_safe(answer))}")
+        self.console.print(f"[dim]{escape(terminal_safe(prompt.question))}\ncounts: {escape(terminal_safe(labels))}[/]")
 
     async def reply(self, prompt_id: str, author: str, text: str) -> ReplyOutcome | None:
         """A member replies in the prompt's thread; wait until the bot has stored its stance. Stopped meanwhile
@@ -121,10 +124,11 @@ class Sandbox:
     def _print_outcome(self, author: str, text: str, outcome: ReplyOutcome) -> None:
         result = outcome.result
         style = STANCE_STYLE.get(result.label, "bold green")
-        shown = escape(text if len(text) <= 110 else text[:109] + "…")
-        why = f" [dim]({escape(result.reason)})[/]" if result.reason else ""
+        shown = escape(terminal_safe(text if len(text) <= 110 else text[:109] + "…"))
+        why = f" [dim]({escape(terminal_safe(result.reason))})[/]" if result.reason else ""
+        who = escape(terminal_safe(author))
         self.console.print(
-            f"[cyan]{escape(author):>10}[/] {shown}\n{'':>10} → [{style}]{result.label}[/] {result.confidence:.2f}{why}"
+            f"[cyan]{who:>10}[/] {shown}\n{'':>10} → [{style}]{result.label}[/] {result.confidence:.2f}{why}"
         )
 
     async def show_tally(self, prompt_id: str) -> None:
@@ -138,11 +142,11 @@ class Sandbox:
             options={"prompt": prompt_id},
         )
         for embed in result.embeds:
-            self.console.print(f"\n[bold]{escape(embed.get('title', ''))}[/]")
-            self.console.print(escape(embed.get("description", "").strip("`\n")))
+            self.console.print(f"\n[bold]{escape(terminal_safe(embed.get('title', '')))}[/]")
+            self.console.print(escape(terminal_safe(embed.get("description", "").strip("`\n"))))
             footer = embed.get("footer", {}).get("text")
             if footer:
-                self.console.print(f"[dim]{escape(footer)}[/]")
+                self.console.print(f"[dim]{escape(terminal_safe(footer))}[/]")
 
     def mention_report(self) -> Table:
         """What the bot sent, and whether any of it could have pinged anyone."""

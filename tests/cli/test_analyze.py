@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
+from sqlalchemy import select
 
-from bot.cli.analyze import ExportError, analyze, analyze_export, read_export
+from bot.cli.analyze import ExportError, analyze, analyze_export, read_export, report
 from bot.core.prompts import UNCLEAR, PromptCatalog
 from bot.core.stance import StanceResult
 from bot.storage.db import make_engine, make_sessionmaker, sqlite_url
+from bot.storage.models import Reply
 from bot.storage.repository import Repository
 
 GUILD_ID, CHANNEL_ID = 900000000000000001, 900000000000000002
@@ -227,3 +229,77 @@ def test_a_failed_analyze_keeps_the_previous_analysis(tmp_path: Path) -> None:
     with sqlite3.connect(out / "analysis.db") as conn:
         stored = {str(mid) for (mid,) in conn.execute("SELECT message_id FROM replies")}
     assert stored == {r["message_id"] for r in rows} and len(rows) == 23  # 25 less a join and a bot message
+
+
+def _hostile_export(path: Path, contents: list[Any]) -> None:
+    messages = [
+        {
+            "id": str(800000000000000100 + i),
+            "type": "Default",
+            "timestamp": (START + timedelta(minutes=i)).isoformat(),
+            "content": content,
+            "author": _user(i) | ({"nickname": "=cmd|' /C calc'!A0"} if i == 0 else {}),
+        }
+        for i, content in enumerate(contents)
+    ]
+    data = {"guild": {"id": str(GUILD_ID), "name": "g"}, "channel": {"id": str(CHANNEL_ID), "name": "c"}}
+    path.write_text(json.dumps(data | {"messages": messages}), encoding="utf-8")
+
+
+HOSTILE_CONTENTS = [
+    '=HYPERLINK("http://evil.example","x") pay more \x1b[2J\x00',
+    "+1 it's fair \x1b[2J",
+    "-1 both \x1b]0;owned\x07",
+    "@SUM(A1) both sides \u202e",
+    None,
+    "\tfair \x1b[2J",
+]
+
+
+async def test_analyze_stores_hostile_text_writes_inert_csv_and_prints_escapes(
+    tmp_path: Path, catalog: PromptCatalog, db_url: str
+) -> None:
+    export = tmp_path / "hostile.json"
+    _hostile_export(export, HOSTILE_CONTENTS)
+    screen = io.StringIO()
+    result = await analyze_export(
+        export,
+        catalog.get("alliance"),
+        out_dir=tmp_path / "out",
+        classifier=KeywordClassifier(),
+        database_url=db_url,
+        console=Console(file=screen),
+    )
+    assert result.stored == len(HOSTILE_CONTENTS)
+    with result.csv_path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["stance"] for r in rows] == ["unfair", "fair", "mutual_benefit", "mutual_benefit", UNCLEAR, "fair"]
+    assert [r["text"][:2] for r in rows] == ["'=", "'+", "'-", "'@", "", "'\t"]
+    assert rows[0]["author"] == "'=cmd|' /C calc'!A0"
+    assert rows[4]["text"] == ""  # null content: an empty message
+    engine = make_engine(db_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            stored = dict((await session.execute(select(Reply.message_id, Reply.content))).all())
+    finally:
+        await engine.dispose()
+    assert "None" not in stored.values()
+    first = stored[800000000000000100]
+    if "postgresql" in db_url:  # it cannot hold U+0000: the text as Discord shows it
+        assert first == HOSTILE_CONTENTS[0].replace("\x00", "").replace("\x1b", "")
+    else:
+        assert first == HOSTILE_CONTENTS[0]
+    assert first.startswith("=HYPERLINK")
+
+    shown = io.StringIO()
+    report(result, Console(file=shown, width=200))
+    out = shown.getvalue()
+    assert "\\x1b[2J" in out or "\\x1b]0;owned" in out or "\\u202e" in out  # a quoted reply, escaped
+    assert not any(ch in out for ch in "\x1b\x00\x07\u202e")
+
+
+def test_analyze_refuses_text_that_is_not_text(tmp_path: Path) -> None:
+    export = tmp_path / "odd.json"
+    _hostile_export(export, ["fine", 42])
+    with pytest.raises(ExportError, match="message 2 content must be text, not int"):
+        read_export(export)
