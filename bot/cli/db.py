@@ -6,13 +6,20 @@ for confirmation (``--yes`` for scripts; without a terminal and without ``--yes`
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 from sqlalchemy import make_url
 
 from bot.cli.common import Group, config_option, fail, run_async, settings_from, user_errors
 from bot.config import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+T = TypeVar("T")
 
 
 @click.group(cls=Group)
@@ -25,6 +32,21 @@ def _url(settings: Settings, database: str | None, *, must_exist: bool) -> str:
 
     with user_errors():
         return check_url(database or settings.database.url, must_exist=must_exist)
+
+
+def _on_database(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``work`` on an engine for ``url``; an unreachable database is one clear line, the engine always closed."""
+    from bot.storage import db as storage
+
+    async def _main() -> T:
+        engine = storage.make_engine(url)
+        try:
+            with storage.database_errors(url):
+                return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return run_async(_main)
 
 
 database_option = click.option(
@@ -44,16 +66,7 @@ def db_upgrade(config: Path | None, database: str | None, revision: str) -> None
     url = _url(settings, database, must_exist=False)
     with user_errors():
         target = storage.known_revision(revision)
-
-    async def _main() -> None:
-        engine = storage.make_engine(url)
-        try:
-            with storage.database_errors(url):
-                await storage.upgrade(engine, target)
-        finally:
-            await engine.dispose()
-
-    run_async(_main)
+    _on_database(url, lambda engine: storage.upgrade(engine, target))
     click.echo(f"Database schema upgraded to {target}.")
 
 
@@ -72,16 +85,7 @@ def db_downgrade(config: Path | None, database: str | None, revision: str, yes: 
     with user_errors():
         target = storage.known_revision(revision, allow=("base",))
     shown = make_url(url).render_as_string(hide_password=True)
-
-    async def _current() -> str | None:
-        engine = storage.make_engine(url)
-        try:
-            with storage.database_errors(url):
-                return await storage.current_revision(engine)
-        finally:
-            await engine.dispose()
-
-    current = run_async(_current)
+    current = _on_database(url, storage.current_revision)
     undone = storage.migrations_between(current, target)
     if not undone:
         click.echo(f"Database {shown} is at {current or 'base'}; nothing to downgrade to {target}.")
@@ -95,14 +99,5 @@ def db_downgrade(config: Path | None, database: str | None, revision: str, yes: 
             fail("db downgrade deletes data: pass --yes to confirm (no terminal to ask on).")
         if not click.confirm("Downgrade?", default=False, err=True):
             fail("db downgrade cancelled; nothing changed.")
-
-    async def _main() -> None:
-        engine = storage.make_engine(url)
-        try:
-            with storage.database_errors(url):
-                await storage.downgrade(engine, target)
-        finally:
-            await engine.dispose()
-
-    run_async(_main)
+    _on_database(url, lambda engine: storage.downgrade(engine, target))
     click.echo(f"Database schema downgraded to {target}.")
