@@ -98,6 +98,8 @@ class User:
             "banner": None,
             "accent_color": None,
             "avatar_decoration_data": None,
+            "collectibles": None,
+            "primary_guild": None,
         }
 
 
@@ -306,6 +308,7 @@ class Guild:
             "stage_instances": [],
             "guild_scheduled_events": [],
             "soundboard_sounds": [],
+            "incidents_data": None,
         }
 
 

@@ -305,6 +305,7 @@ class LoopbackDiscord:
         data = {"custom_id": custom_id, "components": components}
         channel, source = self._channel(channel_id), opener.source_message
         pending = self.interactions.open(TYPE_MODAL_SUBMIT, data, guild, channel, member, message=source)
+        pending.trigger = opener
         return await self._run(pending, timeout, settle)
 
     def _command(self, guild: Guild | None, name: str, member: Member | User) -> JSON:
