@@ -24,6 +24,7 @@ from ._interactions import (
     PendingInteraction,
 )
 from ._limits import check_message, check_token_alive
+from ._ratelimit import RateLimits
 from ._rest_app import AppRoutes
 from ._shapes import interaction_metadata, number_components, rest_message, without_nulls
 from ._world import (
@@ -75,7 +76,10 @@ class RestApi(AppRoutes):
         self.recommended_shards = 1
         self.uploads: dict[int, tuple[str, bytes]] = {}
         self._waiters: list[tuple[Callable[[RecordedRequest], bool], asyncio.Future[RecordedRequest]]] = []
-        self.app = web.Application(middlewares=[self._record], client_max_size=MAX_UPLOAD)
+        #: Discord's rate limits (off until switched on).
+        self.ratelimits = RateLimits(API_PREFIX)
+        middlewares = [self._record, self.ratelimits.middleware]
+        self.app = web.Application(middlewares=middlewares, client_max_size=MAX_UPLOAD)
         self._add_routes()
 
     def _add_routes(self) -> None:

@@ -34,7 +34,10 @@ _SELECT_TYPES = (3, 5, 6, 7, 8)
 
 
 class LoopbackDiscord:
-    """A local Discord: build a world, let the real bot connect, act as users and inspect what the bot did."""
+    """A local Discord: build a world, let the real bot connect, act as users and inspect what the bot did.
+
+    ``rate_limits=True`` switches on Discord's REST rate limits (``bot.sandbox._ratelimit``).
+    """
 
     def __init__(
         self,
@@ -43,12 +46,14 @@ class LoopbackDiscord:
         port: int = 0,
         message_content_intent_allowed: bool = True,
         ack_deadline: float = 3.0,
+        rate_limits: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.world = World(message_content_intent_allowed=message_content_intent_allowed)
         self.gateway = Gateway(self.world)
         self.interactions = Interactions(self.world, ack_deadline=ack_deadline)
         self.rest = RestApi(self.world, self.gateway, self.interactions)
+        self.rest.ratelimits.enabled = rate_limits
         self.rest.app.router.add_get("/gateway", self.gateway.handle)
         #: Any token is accepted; this one reads well in logs.
         self.token = "sandbox-token"  # noqa: S105
