@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ._faults import RestFaults
 from ._gateway import Gateway
 from ._http import BODY, UPLOADS, ApiError, Handler, RecordedRequest, Upload, json_response
 from ._interactions import (
@@ -76,9 +77,10 @@ class RestApi(AppRoutes):
         self.recommended_shards = 1
         self.uploads: dict[int, tuple[str, bytes]] = {}
         self._waiters: list[tuple[Callable[[RecordedRequest], bool], asyncio.Future[RecordedRequest]]] = []
-        #: Discord's rate limits (off until switched on).
+        #: Discord's rate limits (off until switched on) and planned failures.
         self.ratelimits = RateLimits(API_PREFIX)
-        middlewares = [self._record, self.ratelimits.middleware]
+        self.faults = RestFaults(API_PREFIX)
+        middlewares = [self._record, self.ratelimits.middleware, self.faults.middleware]
         self.app = web.Application(middlewares=middlewares, client_max_size=MAX_UPLOAD)
         self._add_routes()
 

@@ -135,6 +135,8 @@ def _status_key(responses: dict[str, Any], status: int) -> str | None:
 
 def check(method: str, path: str, status: int, body: Any) -> list[Violation]:
     """Every difference between one answer and the documentation of its route."""
+    if status >= 500:  # Discord's server errors (planned faults here) are outside the API description
+        return []
     responses = documented_route(method, path)
     if responses is None:
         return [Violation(method, path, status, "", "route not documented (or not in the extracted subset)")]
