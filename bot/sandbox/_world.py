@@ -200,7 +200,13 @@ class Channel:
         last = str(self.messages[-1]["id"]) if self.messages else None
         if self.type == CHANNEL_DM:
             recipients = [self.recipient.payload()] if self.recipient else []
-            return {"id": str(self.id), "type": CHANNEL_DM, "last_message_id": last, "recipients": recipients}
+            return {
+                "id": str(self.id),
+                "type": CHANNEL_DM,
+                "last_message_id": last,
+                "flags": 0,
+                "recipients": recipients,
+            }
         data: JSON = {
             "id": str(self.id),
             "type": self.type,

@@ -72,3 +72,9 @@ def test_an_undocumented_status_and_a_missing_body_fail() -> None:
     assert "status not documented" in str(check("GET", "/users/@me", 201, {}))
     assert "no JSON body" in str(check("GET", "/users/@me", 200, None))
     assert "a body where the documentation has none" in str(check("POST", "/channels/1/typing", 204, {"x": 1}))
+
+
+def test_an_unserved_route_must_answer_discords_plain_404() -> None:
+    assert check("GET", "/channels/1/pins", 404, {"message": "404: Not Found", "code": 0}) == []
+    assert "'code' is a required property" in str(check("GET", "/channels/1/pins", 404, {"message": "nope"}))
+    assert "route not documented" in str(check("GET", "/channels/1/pins", 200, []))

@@ -46,9 +46,9 @@ def e2e_settings(db_url: str, build_dir: Path, **extra: str) -> Settings:
 
 @pytest.fixture
 async def server() -> AsyncIterator[LoopbackDiscord]:
-    """A fresh loopback Discord server, installed as discord.py's API base; afterwards every REST answer it gave
-    is checked against Discord's documented shapes (tests/conformance)."""
-    async with LoopbackDiscord() as srv:
+    """A fresh loopback Discord server with Discord's rate limits on, installed as discord.py's API base; afterwards
+    every REST answer it gave is checked against Discord's documented shapes (tests/conformance)."""
+    async with LoopbackDiscord(rate_limits=True) as srv:
         srv.install()
         yield srv
     assert_conforms(srv.requests)

@@ -4,17 +4,13 @@ same time; discord.py waits for its buckets, nothing is lost and the event loop 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bot.core.encoder import SentenceEncoder
 from bot.metrics import LoopLagProbe
 from bot.sandbox.loadgen import wait_for_counts
 from bot.sandbox.server import LoopbackDiscord
-from tests.conformance.checker import assert_conforms
 from tests.e2e.conftest import bot_on, new_guild, post_prompt, slash, text_of, until
 
 REPLIES = [
@@ -26,19 +22,10 @@ REPLIES = [
 ]
 
 
-@pytest.fixture
-async def limited_server() -> AsyncIterator[LoopbackDiscord]:
-    """A loopback Discord with Discord's rate limits on."""
-    async with LoopbackDiscord(rate_limits=True) as srv:
-        srv.install()
-        yield srv
-    assert_conforms(srv.requests)
-
-
 async def test_a_burst_with_reactions_reviews_and_a_digest_stays_within_the_limits(
-    limited_server: LoopbackDiscord, encoder: SentenceEncoder, build_dir: Path, db_url: str
+    server: LoopbackDiscord, encoder: SentenceEncoder, build_dir: Path, db_url: str
 ) -> None:
-    server = limited_server
+    assert server.rest.ratelimits.enabled  # the e2e server fixture has Discord's rate limits on
     guild, channel, moderator = new_guild(server)
     review = server.create_channel(guild, "review")
     members: dict[str, Any] = {}
