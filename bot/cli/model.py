@@ -148,8 +148,9 @@ def train(
                 _make_split(prompt, force=force)
             return
         from bot.core.encoder import SentenceEncoder
+        from bot.core.heads import TrainConfig
         from bot.core.trained import ship
-        from bot.core.training import TrainConfig, train_prompt
+        from bot.core.training import train_prompt
 
         encoder = SentenceEncoder(settings.model.name)
         build = out or settings.path(settings.model.build_dir)

@@ -12,7 +12,10 @@ from bot.core.errors import StancebotError
 
 T = TypeVar("T")
 
-MODERATORS_ONLY = "This is for moderators (Manage Messages or the moderator role)."
+MODERATORS_ONLY = (
+    "This is for moderators (Manage Messages server-wide, not in one channel only, or the moderator role)."
+)
+IN_SERVERS_ONLY = "This works in a server, not in direct messages."
 
 
 class NotModeratorError(app_commands.CheckFailure):
@@ -24,30 +27,70 @@ class BotMissingError(StancebotError):
 
 
 def is_moderator(interaction: discord.Interaction) -> bool:
-    """Manage Messages in the channel, or the configured moderator role."""
-    if interaction.permissions.manage_messages or interaction.permissions.administrator:
+    """Manage Messages (or Administrator) in the member's server-wide permissions, or the configured moderator role.
+
+    The server-wide permissions come from the member's roles (``Member.guild_permissions``), never from
+    ``interaction.permissions``: those are the channel's, after its overwrites, so Manage Messages granted in one
+    channel would unlock commands that act on the whole server. Outside a server nobody is a moderator; in a server
+    this process does not cache, no roles are known, so nobody is either (it fails closed).
+    """
+    member = interaction.user
+    if interaction.guild_id is None or not isinstance(member, discord.Member):
+        return False
+    perms = member.guild_permissions
+    if perms.manage_messages or perms.administrator:
         return True
     role_setting = interaction.client.services.settings.bot.moderator_role  # type: ignore[attr-defined]
-    member = interaction.user
-    if role_setting and isinstance(member, discord.Member):
-        return any(role_setting in (role.name, str(role.id)) for role in member.roles)
-    return False
+    return bool(role_setting) and any(role_setting in (role.name, str(role.id)) for role in member.roles)
+
+
+def ensure_in_server(interaction: discord.Interaction) -> None:
+    """Raise :class:`discord.app_commands.NoPrivateMessage` outside a server (a command of a group DMs also see)."""
+    if interaction.guild_id is None:
+        raise app_commands.NoPrivateMessage(IN_SERVERS_ONLY)
 
 
 def ensure_moderator(interaction: discord.Interaction) -> None:
     """Raise :class:`NotModeratorError` unless the member is a moderator (for buttons and modals)."""
+    ensure_in_server(interaction)
     if not is_moderator(interaction):
         raise NotModeratorError(MODERATORS_ONLY)
 
 
 def moderator_only() -> Callable[[T], T]:
-    """An app-command check that refuses non-moderators with a clear message."""
+    """An app-command check that refuses non-moderators (and DMs) with a clear message."""
 
     async def predicate(interaction: discord.Interaction) -> bool:
         ensure_moderator(interaction)
         return True
 
     return app_commands.check(predicate)
+
+
+def server_only() -> Callable[[T], T]:
+    """An app-command check for a subcommand that needs a server, in a group that also works in DMs (Discord's
+    ``contexts`` apply to a whole group, not to one subcommand)."""
+
+    async def predicate(interaction: discord.Interaction) -> bool:
+        ensure_in_server(interaction)
+        return True
+
+    return app_commands.check(predicate)
+
+
+async def command_allowed(interaction: discord.Interaction) -> bool:
+    """Whether the interaction's command's own checks pass; for autocomplete, which Discord asks for before the
+    command runs and which discord.py answers without running them. A check that raises counts as refused."""
+    command = interaction.command
+    if not isinstance(command, app_commands.Command):
+        return False
+    for check in command.checks:
+        try:
+            if not await discord.utils.maybe_coroutine(check, interaction):
+                return False
+        except app_commands.AppCommandError:
+            return False
+    return True
 
 
 def _names(missing: list[str]) -> str:

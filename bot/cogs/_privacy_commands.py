@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs._checks import server_only
 from bot.core.export import check_size, member_data_to_json
 
 if TYPE_CHECKING:
@@ -64,7 +65,8 @@ class ConfirmForget(discord.ui.View):
 
 
 class PrivacyCommands(commands.Cog):
-    """The privacy subcommands of ``/stance``."""
+    """The privacy subcommands of ``/stance``. ``mydata`` and ``forget-me`` also work in a DM with the bot and
+    cover every server (someone who left them all still reaches their data); opting out is per server."""
 
     bot: Stancebot
 
@@ -96,6 +98,7 @@ class PrivacyCommands(commands.Cog):
         )
 
     @app_commands.command(name="opt-out", description="Stop counting your replies in this server")
+    @server_only()
     async def opt_out(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
         changed = await self.bot.services.repo.privacy.opt_out(interaction.guild_id, interaction.user.id)
@@ -108,6 +111,7 @@ class PrivacyCommands(commands.Cog):
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="opt-in", description="Count your replies in this server again")
+    @server_only()
     async def opt_in(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
         changed = await self.bot.services.repo.privacy.opt_in(interaction.guild_id, interaction.user.id)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from bot.cogs._checks import require_bot_permissions
+from bot.cogs._checks import command_allowed, require_bot_permissions
 from bot.cogs._render import prompt_embed
 from bot.cogs._views import declare_view
 from bot.core.prompts import Prompt
@@ -23,8 +23,11 @@ NONE = discord.AllowedMentions.none()
 
 
 async def prompt_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    """Prompt ids this guild can use that match what was typed (at most 25, as Discord allows)."""
+    """Prompt ids this guild can use that match what was typed (at most 25, as Discord allows); nothing outside a
+    server or for someone the command would refuse (a moderator command's choices are for moderators)."""
     bot: Stancebot = interaction.client  # type: ignore[assignment]
+    if interaction.guild_id is None or not await command_allowed(interaction):
+        return []
     current = current.lower()
     return [
         app_commands.Choice(name=f"{p.id}: {p.title}"[:100], value=p.id)

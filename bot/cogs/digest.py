@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs._checks import moderator_only, require_bot_permissions
+from bot.cogs._checks import command_allowed, moderator_only, require_bot_permissions
 from bot.cogs._digest_render import chart_file, digest_embed
 from bot.cogs._prompts import prompt_autocomplete, publish_prompt
 from bot.cogs._schedule import guild_zone, when
@@ -265,7 +265,7 @@ class Digests(commands.GroupCog, group_name="digest", group_description="Stance 
 
     @cancel.autocomplete("what")
     async def _cancel_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        if interaction.guild_id is None:
+        if interaction.guild_id is None or not await command_allowed(interaction):
             return []
         choices = [
             app_commands.Choice(name=_schedule_text(s)[:100], value=f"digest:{s.id}")

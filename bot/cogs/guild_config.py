@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs._checks import moderator_only
+from bot.cogs._checks import command_allowed, moderator_only
 from bot.core.periods import zone
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ class GuildConfig(commands.GroupCog, group_name="config", group_description="Ser
 
     @timezone.autocomplete("name")
     async def _zone_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        if not await command_allowed(interaction):
+            return []
         needle = current.lower().replace(" ", "_")
         return [app_commands.Choice(name=z, value=z) for z in _zones() if needle in z.lower()][:25]
 

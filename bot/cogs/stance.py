@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import NO_CONTENT_NOTE
-from bot.cogs._checks import moderator_only
+from bot.cogs._checks import command_allowed, moderator_only, server_only
 from bot.cogs._privacy_commands import PrivacyCommands
 from bot.cogs._prompts import prompt_autocomplete
 from bot.cogs._render import tally_embed
@@ -37,26 +37,33 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
 
 async def label_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    """Labels of the linked reply's prompt (or of every prompt here, before a link is given)."""
+    """Labels of the linked reply's prompt (or of every prompt here, before a link is given); nothing for a link
+    or id that is not a reply stored in this server, and nothing for someone the command would refuse."""
     bot: Stancebot = interaction.client  # type: ignore[assignment]
-    labels: list[str] = []
+    guild_id = interaction.guild_id
+    if guild_id is None or not await command_allowed(interaction):
+        return []
     link = getattr(interaction.namespace, "message", None)
-    slug = None
     if link:
         try:
-            slug = await bot.services.repo.tallies.reply_prompt(parse_message_link(str(link)).message_id)
+            ref = parse_message_link(str(link))
         except StancebotError:
-            slug = None
-    catalog = bot.services.catalog
-    prompts = (
-        [catalog.get(slug, interaction.guild_id)] if slug and catalog.visible(slug, interaction.guild_id) else None
-    )
-    for prompt in prompts or bot.prompts_for(interaction.guild_id):
+            return []
+        if ref.guild_id not in (None, guild_id):
+            return []
+        slug = await bot.services.repo.tallies.reply_prompt(ref.message_id, guild_id)
+        if slug is None or not bot.services.catalog.visible(slug, guild_id):
+            return []
+        prompts = [bot.services.catalog.get(slug, guild_id)]
+    else:
+        prompts = bot.prompts_for(guild_id)
+    labels: list[str] = []
+    for prompt in prompts:
         labels.extend(name for name in prompt.label_names if name not in labels)
     return [app_commands.Choice(name=name, value=name) for name in labels if current.lower() in name][:25]
 
 
-@app_commands.guild_only()
+@app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
 class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_description="Stances and tallies"):
     """Classifies replies and shows tallies."""
 
@@ -143,6 +150,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
     @app_commands.command(name="tally", description="Show how many members take each stance on a prompt")
     @app_commands.describe(prompt="Which prompt", public="Show the tally to everyone in the channel")
     @app_commands.autocomplete(prompt=prompt_autocomplete)
+    @server_only()
     async def tally(self, interaction: discord.Interaction, prompt: str, public: bool = False) -> None:
         """Counts and shares per stance, with declared stances beside the model's."""
         services = self.bot.services
@@ -168,6 +176,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
     @app_commands.command(name="submit", description="Give your reply to a prompt here (it is classified and counted)")
     @app_commands.describe(prompt="Which prompt", text="Your reply")
     @app_commands.autocomplete(prompt=prompt_autocomplete)
+    @server_only()
     async def submit(
         self, interaction: discord.Interaction, prompt: str, text: app_commands.Range[str, 1, 2000]
     ) -> None:

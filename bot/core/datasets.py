@@ -238,6 +238,8 @@ def has_splits(prompt_id: str, root: Path = SPLITS_DIR) -> bool:
 #: Real-world statements per seed prompt (paraphrased, with their source pages), split once by page into
 #: ``real-dev`` (choices may be made on it) and ``real-test`` (never used for a choice).
 REAL_DIR = DATA_DIR / "real"
+#: Training paraphrases of real public statements, from pages outside the real-world evaluation sets.
+REALTRAIN_DIR = DATA_DIR / "realtrain"
 REAL_SPLITS = ("real-dev", "real-test")
 
 

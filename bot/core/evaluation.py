@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from bot.core.calibration import gate_blocked
 from bot.core.datasets import FOREIGN_TAGS, HARD_TAGS, Example
 from bot.core.prompts import UNCLEAR
 from bot.core.scoring import macro_f1
 from bot.core.stance import GatedClassifier, StanceClassifier
 from bot.core.text import normalise_reply
-from bot.core.training import gate_blocked
 
 #: Tag subsets reported separately (issue 4: sarcasm, negation, Japanese).
 SUBSET_TAGS = ("sarcasm", "negation", "ja", "other-lang")

@@ -208,8 +208,8 @@ def train_general(
 
     import torch
 
+    from bot.core.calibration import fit_temperature
     from bot.core.encoder import packaged_model_path
-    from bot.core.training import fit_temperature
 
     cfg = config or GeneralConfig()
     torch.manual_seed(cfg.seed)

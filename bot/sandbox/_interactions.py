@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ._permissions import DM_APP_PERMISSIONS
 from ._world import FLAG_EPHEMERAL, JSON, Channel, Guild, Member, Role, User, World
 
 TYPE_APPLICATION_COMMAND = 2
@@ -163,8 +164,8 @@ class Interactions:
                 "guild_id": str(guild.id),
                 "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
                 "guild_locale": "en-US",
-                "member": user.payload(permissions=guild.permissions_of(user)),
-                "app_permissions": str(guild.permissions_of(bot_member)),
+                "member": user.payload(permissions=guild.channel_permissions_of(user, channel)),
+                "app_permissions": str(guild.channel_permissions_of(bot_member, channel)),
                 "authorizing_integration_owners": {"0": str(guild.id)},
                 "context": 0,
             }
@@ -172,8 +173,8 @@ class Interactions:
             person = user.user if isinstance(user, Member) else user
             payload |= {
                 "user": person.payload(),
-                "app_permissions": "0",
-                "authorizing_integration_owners": {"0": str(self.world.application_id)},
+                "app_permissions": str(DM_APP_PERMISSIONS),
+                "authorizing_integration_owners": {"0": "0"},
                 "context": 1,
             }
         if message is not None:

@@ -10,6 +10,8 @@ from typing import Any
 
 import discord
 
+from ._permissions import ADMINISTRATOR, ALL_PERMISSIONS, Overwrite, apply_overwrites
+
 JSON = dict[str, Any]
 
 DISCORD_EPOCH_MS = 1420070400000
@@ -28,8 +30,6 @@ FLAG_HAS_THREAD = 1 << 5
 FLAG_EPHEMERAL = 1 << 6
 FLAG_LOADING = 1 << 7
 
-ALL_PERMISSIONS = discord.Permissions.all().value
-ADMINISTRATOR = discord.Permissions(administrator=True).value
 #: What @everyone may do in a fresh sandbox guild (roughly Discord's default for new servers).
 EVERYONE_PERMISSIONS = discord.Permissions(
     view_channel=True,
@@ -189,6 +189,8 @@ class Channel:
     position: int = 0
     recipient: User | None = None
     messages: list[JSON] = field(default_factory=list)
+    #: Permission overwrites by role or user id (threads use their parent channel's).
+    overwrites: dict[int, Overwrite] = field(default_factory=dict)
 
     @property
     def is_thread(self) -> bool:
@@ -234,7 +236,7 @@ class Channel:
         else:
             data |= {
                 "position": self.position,
-                "permission_overwrites": [],
+                "permission_overwrites": [overwrite.payload() for overwrite in self.overwrites.values()],
                 "topic": None,
                 "nsfw": False,
                 "default_auto_archive_duration": 1440,
@@ -262,6 +264,12 @@ class Guild:
         for role_id in member.role_ids:
             value |= self.roles[role_id].permissions
         return ALL_PERMISSIONS if value & ADMINISTRATOR else value
+
+    def channel_permissions_of(self, member: Member, channel: Channel) -> int:
+        """The member's permissions in ``channel`` (a thread: its parent's), overwrites applied as Discord does."""
+        source = self.channels.get(channel.parent_id or 0, channel) if channel.is_thread else channel
+        base, roles = self.permissions_of(member), member.role_ids
+        return apply_overwrites(base, source.overwrites, guild_id=self.id, role_ids=roles, member_id=member.id)
 
     def summary(self) -> JSON:
         """The guild object without the gateway-only fields (``GET /guilds/{id}``)."""
@@ -411,6 +419,12 @@ class World:
             member.role_ids.append(role.id)
         guild.members[user.id] = member
         return member
+
+    def create_role(self, guild: Guild, name: str, permissions: int = 0) -> Role:
+        """A new role of the guild (above the existing ones)."""
+        role = Role(self.snowflakes.next(), guild.id, name, permissions, len(guild.roles))
+        guild.roles[role.id] = role
+        return role
 
     def open_dm(self, user: User) -> Channel:
         """The DM channel between the bot and ``user`` (created once)."""

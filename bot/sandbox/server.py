@@ -27,8 +27,9 @@ from ._interactions import (
     Interactions,
     PendingInteraction,
 )
+from ._permissions import ALL_PERMISSIONS, OVERWRITE_MEMBER, OVERWRITE_ROLE, Overwrite
 from ._rest import API_PREFIX, RestApi
-from ._world import ALL_PERMISSIONS, JSON, Channel, Guild, Member, User, World, iso_now
+from ._world import JSON, Channel, Guild, Member, Role, User, World, iso_now
 
 #: Component types whose interaction data carries ``values`` (the five kinds of select).
 _SELECT_TYPES = (3, 5, 6, 7, 8)
@@ -163,6 +164,46 @@ class LoopbackDiscord:
         self.gateway.dispatch_soon("GUILD_MEMBER_ADD", member.payload() | {"guild_id": str(guild.id)})
         return member
 
+    def join_guild(self, guild: Guild, user: Member | User) -> Member:
+        """An existing user (e.g. a member of another guild) joins ``guild`` (GUILD_MEMBER_ADD)."""
+        person = user.user if isinstance(user, Member) else user
+        member = guild.members.setdefault(person.id, Member(person, guild.id))
+        self.gateway.dispatch_soon("GUILD_MEMBER_ADD", member.payload() | {"guild_id": str(guild.id)})
+        return member
+
+    def leave_guild(self, guild: Guild, member: Member) -> None:
+        """The member leaves ``guild`` (GUILD_MEMBER_REMOVE); their DMs with the bot stay."""
+        guild.members.pop(member.id, None)
+        self.gateway.dispatch_soon("GUILD_MEMBER_REMOVE", {"guild_id": str(guild.id), "user": member.user.payload()})
+
+    def create_role(self, guild: Guild, name: str, permissions: discord.Permissions | int = 0) -> Role:
+        """A new role (GUILD_ROLE_CREATE if connected); :meth:`give_role` hands it to a member."""
+        role = self.world.create_role(guild, name, _bits(permissions))
+        self.gateway.dispatch_soon("GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role.payload()})
+        return role
+
+    def give_role(self, guild: Guild, member: Member, role: Role) -> None:
+        """Add ``role`` to the member (GUILD_MEMBER_UPDATE, for clients with the members intent)."""
+        if role.id not in member.role_ids:
+            member.role_ids.append(role.id)
+        self.gateway.dispatch_soon("GUILD_MEMBER_UPDATE", member.payload() | {"guild_id": str(guild.id)})
+
+    def set_overwrite(
+        self,
+        channel: Channel,
+        target: Role | Member,
+        *,
+        allow: discord.Permissions | int = 0,
+        deny: discord.Permissions | int = 0,
+    ) -> None:
+        """Set the channel's permission overwrite for a role (the guild's id: @everyone) or a member
+        (CHANNEL_UPDATE); interactions in the channel (and its threads) then carry the permissions it yields."""
+        if channel.guild_id is None or channel.is_thread:
+            raise ValueError("overwrites belong to guild channels (threads use their parent's)")
+        kind = OVERWRITE_MEMBER if isinstance(target, Member) else OVERWRITE_ROLE
+        channel.overwrites[target.id] = Overwrite(target.id, kind, _bits(allow), _bits(deny))
+        self.gateway.dispatch_soon("CHANNEL_UPDATE", channel.payload())
+
     def dm_channel(self, user: Member | User) -> Channel:
         """The DM channel between the bot and ``user`` (the bot gets it from ``POST /users/@me/channels``)."""
         return self.world.open_dm(user.user if isinstance(user, Member) else user)
@@ -251,9 +292,9 @@ class LoopbackDiscord:
         Raises LookupError if the bot did not sync the command (or an option), PermissionError if the
         command's ``default_member_permissions`` hide it from the member, TimeoutError if nobody answers.
         """
-        command = self._command(guild, name, member)
-        data = self.interactions.command_data(command, guild, subcommand, options or {})
         channel = self._channel(channel_id)
+        command = self._command(guild, name, member, channel=channel)
+        data = self.interactions.command_data(command, guild, subcommand, options or {})
         pending = self.interactions.open(TYPE_APPLICATION_COMMAND, data, guild, channel, member)
         return await self._run(pending, timeout, settle)
 
@@ -270,9 +311,9 @@ class LoopbackDiscord:
         timeout: float = 10,  # noqa: ASYNC109 - the sandbox's API
     ) -> InteractionResult:
         """Ask for autocomplete choices of option ``focused`` (its partial value is in ``options``)."""
-        command = self._command(guild, name, member)
-        data = self.interactions.command_data(command, guild, subcommand, options or {}, focused=focused)
         channel = self._channel(channel_id)
+        command = self._command(guild, name, member, channel=channel)
+        data = self.interactions.command_data(command, guild, subcommand, options or {}, focused=focused)
         pending = self.interactions.open(TYPE_AUTOCOMPLETE, data, guild, channel, member)
         return await self._run(pending, timeout, 0)
 
@@ -331,15 +372,19 @@ class LoopbackDiscord:
         pending.trigger = opener
         return await self._run(pending, timeout, settle)
 
-    def _command(self, guild: Guild | None, name: str, member: Member | User) -> JSON:
+    def _command(
+        self, guild: Guild | None, name: str, member: Member | User, *, channel: Channel | None = None
+    ) -> JSON:
         scopes = ([guild.id] if guild is not None else []) + [None]
         synced = [c for scope in scopes for c in self.world.commands.get(scope, [])]
         command = next((c for c in synced if c["name"] == name and c["type"] == 1), None)
         if command is None:
             raise LookupError(f"/{name} is not synced (the bot must sync its command tree first)")
+        _check_context(command, in_dm=guild is None)
         required = command.get("default_member_permissions")
         if required is not None and guild is not None and isinstance(member, Member):
-            have = guild.permissions_of(member)
+            # the client weighs them against the member's permissions where the command is used, overwrites included
+            have = guild.channel_permissions_of(member, channel) if channel else guild.permissions_of(member)
             if (have & int(required)) != int(required) or (int(required) == 0 and have != ALL_PERMISSIONS):
                 raise PermissionError(f"/{name} needs permissions {required} that {member.name} lacks")
         return command
@@ -395,6 +440,22 @@ class LoopbackDiscord:
     ) -> RecordedRequest:
         """The first request matching ``predicate``, already made or within ``timeout`` seconds."""
         return await self.rest.wait_for(predicate, timeout, include_past=include_past)
+
+
+def _bits(permissions: discord.Permissions | int) -> int:
+    return permissions.value if isinstance(permissions, discord.Permissions) else int(permissions)
+
+
+def _check_context(command: JSON, *, in_dm: bool) -> None:
+    """Refuse a command where Discord would not offer it: where its ``contexts`` (or the older ``dm_permission``)
+    leave it out; ``contexts`` null means everywhere. (Guild commands are never listed in DMs at all.)"""
+    name = command["name"]
+    contexts = command.get("contexts")
+    wanted = 1 if in_dm else 0  # BOT_DM, GUILD
+    if contexts is not None and wanted not in contexts:
+        raise PermissionError(f"/{name} is not available {'in DMs' if in_dm else 'in servers'} (contexts {contexts})")
+    if in_dm and contexts is None and command.get("dm_permission") is False:
+        raise PermissionError(f"/{name} is not available in DMs (dm_permission false)")
 
 
 def _walk(components: list[Any]) -> Iterator[JSON]:

@@ -23,13 +23,14 @@ def _stored(st: Stance, message_id: int) -> StoredStance:
 class Tallies(Store):
     """Stances as they are counted; every method is one transaction."""
 
-    async def reply_prompt(self, message_id: int) -> str | None:
-        """The prompt id of the stored reply with this message id."""
+    async def reply_prompt(self, message_id: int, guild_id: int) -> str | None:
+        """The prompt id of the stored reply with this message id in this guild (``None`` for a reply of another
+        guild: its prompt is that guild's business)."""
         async with self.transaction() as s:
             return await s.scalar(
                 select(PromptRow.slug)
                 .join(Reply, Reply.prompt_id == PromptRow.id)
-                .where(Reply.message_id == message_id)
+                .where(Reply.message_id == message_id, Reply.guild_id == guild_id)
             )
 
     async def stance_of(self, message_id: int) -> StoredStance | None:

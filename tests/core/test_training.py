@@ -11,24 +11,20 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from bot.core import datasets
+from bot.core.calibration import choose_threshold, fit_temperature
 from bot.core.datasets import DataError, Example
+from bot.core.distillation import teacher_logits
 from bot.core.encoder import SentenceEncoder
 from bot.core.evaluation import evaluate, expected_calibration_error
+from bot.core.heads import TrainConfig
 from bot.core.language import detect_non_english
 from bot.core.prompts import UNCLEAR, Prompt, PromptCatalog
+from bot.core.scoring import macro_f1
 from bot.core.shipped import ModelLibrary
 from bot.core.stance import GatedClassifier, SimilarityClassifier, softmax
 from bot.core.trained import load_if_present, load_shipped, ship
-from bot.core.training import (
-    TrainConfig,
-    choose_threshold,
-    choose_variant,
-    fit_temperature,
-    macro_f1,
-    teacher_logits,
-    train_prompt,
-    unlabelled_texts,
-)
+from bot.core.training import choose_variant, train_prompt
+from bot.core.training_data import realtrain_file, training_data, unlabelled_texts
 
 PROMPTS = ("alliance", "defense")
 EVALUATE_KEYS = {
@@ -343,3 +339,30 @@ def test_evaluate_says_what_is_wrong(tmp_path: Path) -> None:
     bad.write_text('{"text": "x", "label": "nope"}\n', encoding="utf-8")
     result = CliRunner().invoke(main, ["evaluate", "--prompt", "alliance", "--data", str(bad), "--no-speed"])
     assert result.exit_code == 2 and "nope" in result.stderr
+
+
+def test_temperature_and_threshold_are_fitted_on_real_statements(
+    small_models: dict[str, Path], catalog: PromptCatalog
+) -> None:
+    meta = json.loads((small_models["alliance"] / "model.json").read_text(encoding="utf-8"))
+    dev = meta["dev"]
+    assert dev["calibrated_on"] == "real-dev"
+    assert dev["n_real_dev"] == len(datasets.load_real(catalog.get("alliance"), "real-dev"))
+    assert {"real_dev_macro_f1", "real_dev_precision", "real_dev_coverage"} <= set(dev)
+
+
+def test_real_paraphrases_train_but_never_the_real_evaluation_statements(
+    tmp_path: Path, catalog: PromptCatalog
+) -> None:
+    prompt = catalog.get("alliance")
+    real_test = datasets.load_real(prompt, "real-test")
+    planted = tmp_path / "extra.jsonl"
+    fresh = datasets.Example("Both sides get plenty out of the bases, nobody is carrying anyone.", "mutual_benefit")
+    datasets.save_jsonl(planted, [real_test[0], fresh])
+    realtrain = realtrain_file(prompt)
+    assert realtrain is not None
+    base, _ = training_data(prompt)
+    train, _ = training_data(prompt, extra_files=[realtrain, planted])
+    added = {ex.text for ex in train} - {ex.text for ex in base}
+    assert fresh.text in added and real_test[0].text not in added
+    assert len(added) >= len(datasets.load_jsonl(realtrain)) - 5  # the paraphrases' pages are outside the real sets
