@@ -12,7 +12,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ._world import JSON, World, content_visible, without_content
+from ._shapes import content_visible, without_content
+from ._world import JSON, World
 
 _log = logging.getLogger(__name__)
 

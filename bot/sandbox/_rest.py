@@ -27,7 +27,14 @@ from ._interactions import (
 from ._limits import check_message, check_token_alive
 from ._ratelimit import RateLimits
 from ._rest_app import AppRoutes
-from ._shapes import interaction_metadata, number_components, rest_message, without_nulls
+from ._shapes import (
+    content_visible,
+    interaction_metadata,
+    number_components,
+    rest_message,
+    without_content,
+    without_nulls,
+)
 from ._world import (
     FLAG_EPHEMERAL,
     FLAG_LOADING,
@@ -37,9 +44,7 @@ from ._world import (
     MESSAGE_REPLY,
     Channel,
     World,
-    content_visible,
     iso_now,
-    without_content,
 )
 
 API_PREFIX = "/api/v10"

@@ -18,6 +18,18 @@ GATEWAY_ONLY_MESSAGE_FIELDS = ("guild_id", "member")
 _COMPONENT, _MODAL_SUBMIT = 3, 5
 
 
+def content_visible(message: JSON, bot_id: int) -> bool:
+    """Whether a bot without the message-content intent may see this message's content (Discord's rule)."""
+    if "guild_id" not in message or int(message["author"]["id"]) == bot_id:
+        return True
+    return any(int(user["id"]) == bot_id for user in message.get("mentions", []))
+
+
+def without_content(message: JSON) -> JSON:
+    """A copy of the message with what the message-content intent guards emptied."""
+    return message | {"content": "", "embeds": [], "attachments": [], "components": []}
+
+
 def rest_message(message: JSON) -> JSON:
     """A stored message as REST answers it: without the gateway-only fields (also in ``referenced_message``)."""
     data = {key: value for key, value in message.items() if key not in GATEWAY_ONLY_MESSAGE_FIELDS}

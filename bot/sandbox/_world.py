@@ -326,18 +326,6 @@ class Guild:
         }
 
 
-def content_visible(message: JSON, bot_id: int) -> bool:
-    """Whether a bot without the message-content intent may see this message's content (Discord's rule)."""
-    if "guild_id" not in message or int(message["author"]["id"]) == bot_id:
-        return True
-    return any(int(user["id"]) == bot_id for user in message.get("mentions", []))
-
-
-def without_content(message: JSON) -> JSON:
-    """A copy of the message with what the message-content intent guards emptied."""
-    return message | {"content": "", "embeds": [], "attachments": [], "components": []}
-
-
 class World:
     """Everything the sandbox knows: the bot, guilds, channels, members, messages and synced commands."""
 
