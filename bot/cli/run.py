@@ -57,6 +57,7 @@ def run(config: Path | None) -> None:
     default=None,
     help="With --days: digest period (default: weekly from 14 days, else daily).",
 )
+@click.option("--rate-limits", is_flag=True, help="Apply Discord's REST rate limits (the bot waits as on Discord).")
 def sandbox(
     config: Path | None,
     replies: Path | None,
@@ -64,6 +65,7 @@ def sandbox(
     database: str | None,
     days: int,
     period: str | None,
+    rate_limits: bool,
 ) -> None:
     """Run the real bot against a local Discord-compatible server: no token, no network."""
     settings = settings_from(config)
@@ -76,6 +78,8 @@ def sandbox(
             return
         from bot.sandbox.runner import run_sandbox
 
-        await run_sandbox(settings, replies=replies, interactive=interactive, database=database)
+        await run_sandbox(
+            settings, replies=replies, interactive=interactive, database=database, rate_limits=rate_limits
+        )
 
     run_async(_main)
