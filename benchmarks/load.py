@@ -1,6 +1,7 @@
 """The load benchmark: the real bot, the real model, PostgreSQL, under a steady stream of replies.
 
     .venv/bin/python benchmarks/load.py [--rate 50] [--seconds 60] [--ja-share 0.2] [--skip-classify] [--json out.json]
+        [--no-rate-limits] [--react]
 
 (a) classification throughput, batched vs a one-message-at-a-time ``transformers`` pipeline on the same 2,000
     replies: ``benchmarks/classify.py``, run as is, its figures quoted;
@@ -14,7 +15,9 @@
     migrations included) and again on restart.
 
 Nothing is asserted: the figures are printed, with the machine's load average (other work on the machine skews
-them), and compared with the targets of the issue.
+them), and compared with the targets of the issue. The server applies Discord's rate limits (unless
+``--no-rate-limits``) and the 429 answers the bot met are counted; ``--react`` has the bot react to every reply,
+so it sends one request per reply during the load.
 """
 
 from __future__ import annotations
@@ -132,7 +135,13 @@ async def count_other_language(db_url: str) -> int:
 
 
 async def run_load(
-    rate: float, seconds: float, workdir: Path, extra: dict[str, str], ja_share: float = 0.0
+    rate: float,
+    seconds: float,
+    workdir: Path,
+    extra: dict[str, str],
+    ja_share: float = 0.0,
+    *,
+    rate_limits: bool = True,
 ) -> dict[str, Any]:
     """(b) and (c)."""
     db_url = await create_database()
@@ -152,7 +161,7 @@ async def run_load(
         "load_average_before": load_average(),
     }
     try:
-        async with LoopbackDiscord() as server:
+        async with LoopbackDiscord(rate_limits=rate_limits) as server:
             world = build_world(server, members=300)
             bot = BotProcess.for_server(
                 server, env, events=events, log_path=workdir / "bot.log", extensions=["bot.cogs.catchup"]
@@ -205,6 +214,8 @@ async def run_load(
             report["mean_ms"] = round(statistics.mean(latencies), 1)
             report["load_average_after"] = load_average()
 
+            report["rate_limits"] = rate_limits
+            report["429s"] = dict(server.rest.ratelimits.hits)
             again = BotProcess.for_server(server, env, log_path=workdir / "bot-restart.log")
             report["ready_s"] = round(await again.start(timeout=300), 2)
             print(f"bot ready in {report['ready_s']} s (restart)", file=sys.stderr)
@@ -239,20 +250,29 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE setting for the bot")
     parser.add_argument("--workdir", type=Path, help="keep the bot's logs and final metrics here (default: a temp dir)")
+    parser.add_argument("--no-rate-limits", action="store_true", help="switch the server's rate limits off")
+    parser.add_argument("--react", action="store_true", help="the bot reacts to every reply (react_to_replies)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     figures: dict[str, Any] = {}
     extra = dict(item.split("=", 1) for item in args.env)
+    if args.react:
+        extra["STANCEBOT_BOT_REACT_TO_REPLIES"] = "true"
+    limits = not args.no_rate_limits
     if not args.skip_classify:
         print("(a) classification throughput (benchmarks/classify.py) ...", file=sys.stderr)
         figures["classify"] = run_classify(args.classify_n)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        figures["load"] = asyncio.run(run_load(args.rate, args.seconds, args.workdir, extra, args.ja_share))
+        figures["load"] = asyncio.run(
+            run_load(args.rate, args.seconds, args.workdir, extra, args.ja_share, rate_limits=limits)
+        )
     else:
         with tempfile.TemporaryDirectory(prefix="stancebot-load-") as tmp:
-            figures["load"] = asyncio.run(run_load(args.rate, args.seconds, Path(tmp), extra, args.ja_share))
+            figures["load"] = asyncio.run(
+                run_load(args.rate, args.seconds, Path(tmp), extra, args.ja_share, rate_limits=limits)
+            )
 
     load, classify = figures["load"], figures.get("classify", {})
     best_ratio = max(
@@ -283,6 +303,8 @@ def main() -> None:
         f"    longest event-loop stall: {load['loop_stall_ms']} ms ({load['loop_lag_samples']} samples): "
         f"{verdict('loop_stall_ms', load['loop_stall_ms'])}",
         f"    peak RSS: {load['peak_rss_mb']} MB: {verdict('peak_rss_mb', load['peak_rss_mb'])}",
+        f"    rate limits {'on' if load['rate_limits'] else 'off'}: the bot met {sum(load['429s'].values())} 429s "
+        f"({load['429s'] or 'none'})",
         f"    the model inside the bot ran at {load.get('model_replies_per_s_in_bot')} replies/s "
         f"(mean batch {load.get('mean_batch')}) against {load['rate']:g} offered",
         "",

@@ -96,6 +96,7 @@ class Stancebot(commands.AutoShardedBot):
             **sharding,
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
+            heartbeat_timeout=shards.heartbeat_timeout,
         )
         self.services = services
         self._posts: dict[int, PostInfo] = {}

@@ -40,6 +40,7 @@ class BotSettings(_Section):
     message_content_intent: bool = True
     shard_count: int = Field(default=0, ge=0, le=65_536)
     shard_ids: list[int] = Field(default_factory=list)
+    heartbeat_timeout: float = Field(default=60.0, ge=10.0, le=600.0)
 
     @field_validator("shard_ids")
     @classmethod

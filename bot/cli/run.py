@@ -66,6 +66,7 @@ def run(config: Path | None) -> None:
     default=None,
     help="With --days: digest period (default: weekly from 14 days, else daily).",
 )
+@click.option("--rate-limits", is_flag=True, help="Apply Discord's REST rate limits (the bot waits as on Discord).")
 def sandbox(
     config: Path | None,
     replies: Path | None,
@@ -73,6 +74,7 @@ def sandbox(
     database: str | None,
     days: int,
     period: str | None,
+    rate_limits: bool,
 ) -> None:
     """Run the real bot against a local Discord-compatible server: no token, no network.
 
@@ -96,7 +98,9 @@ def sandbox(
         else:
             from bot.sandbox.runner import run_sandbox
 
-            work = run_sandbox(settings, replies=replies, interactive=interactive, database=database)
+            work = run_sandbox(
+                settings, replies=replies, interactive=interactive, database=database, rate_limits=rate_limits
+            )
         task: asyncio.Future[object] = asyncio.ensure_future(work)
         with StopSignals(on_signal=task.cancel) as signals:
             try:

@@ -27,6 +27,26 @@ async def send_ephemeral(interaction: discord.Interaction, content: str) -> None
         )
 
 
+#: What a moderator is told when Discord refuses a request, by Discord's JSON error code.
+DISCORD_ERRORS = {
+    50001: "Discord refused that: I can't access this channel (Missing Access). Let me view it and try again.",
+    50013: "Discord refused that: I am missing a permission in this channel (Missing Permissions).",
+    10003: "That channel or thread no longer exists (Unknown Channel); was it deleted? Try again where it exists.",
+    10008: "That message no longer exists (Unknown Message); was it deleted while I worked? Try again.",
+}
+
+
+def discord_trouble(error: discord.HTTPException) -> str | None:
+    """The message for a refusal or failure on Discord's side, or ``None`` if it is not one of those."""
+    if error.code in DISCORD_ERRORS:
+        return DISCORD_ERRORS[error.code]
+    if isinstance(error, discord.Forbidden):
+        return "Discord refused that: I am missing a permission in this channel."
+    if isinstance(error, discord.DiscordServerError):
+        return f"Discord is having trouble right now (HTTP {error.status}); nothing was lost, try again in a minute."
+    return None
+
+
 def describe(interaction: discord.Interaction, error: BaseException, *, what: str) -> str:
     """The message for the user; logs the full traceback of anything that is not a user-facing error."""
     original = getattr(error, "original", error)
@@ -34,8 +54,9 @@ def describe(interaction: discord.Interaction, error: BaseException, *, what: st
         return str(original)
     if isinstance(error, app_commands.CheckFailure):
         return str(error) or "You can't use this command here."
-    if isinstance(original, discord.Forbidden):
-        return "Discord refused that: I am missing a permission in this channel."
+    if isinstance(original, discord.HTTPException) and (known := discord_trouble(original)):
+        log.warning("%s: Discord answered %s (code %s)", what, original.status, original.code)
+        return known
     log.error(
         "%s failed (guild=%s channel=%s user=%s)",
         what,

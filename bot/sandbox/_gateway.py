@@ -12,7 +12,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ._world import JSON, World, content_visible, without_content
+from ._shapes import content_visible, without_content
+from ._world import JSON, World
 
 _log = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ OP_DISPATCH = 0
 OP_HEARTBEAT = 1
 OP_IDENTIFY = 2
 OP_RESUME = 6
+OP_RECONNECT = 7
 OP_REQUEST_GUILD_MEMBERS = 8
 OP_INVALID_SESSION = 9
 OP_HELLO = 10
@@ -45,6 +47,8 @@ _GUILD_EVENT_INTENTS = {
     "GUILD_CREATE": INTENT_GUILDS,
     "CHANNEL_CREATE": INTENT_GUILDS,
     "THREAD_CREATE": INTENT_GUILDS,
+    "CHANNEL_DELETE": INTENT_GUILDS,
+    "THREAD_DELETE": INTENT_GUILDS,
     "GUILD_ROLE_CREATE": INTENT_GUILDS,
     "GUILD_MEMBER_ADD": INTENT_GUILD_MEMBERS,
     "GUILD_MEMBER_UPDATE": INTENT_GUILD_MEMBERS,
@@ -77,6 +81,8 @@ class GatewaySession:
     resumes: int = 0
     backlog: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=BACKLOG))
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: A zombie connection: the socket stays open but nothing is sent (events wait in the backlog).
+    silent: bool = False
 
     @property
     def intents(self) -> int:
@@ -106,7 +112,7 @@ class GatewaySession:
         self.seq += 1
         frame = json.dumps({"op": OP_DISPATCH, "t": event, "s": self.seq, "d": data})
         self.backlog.append((self.seq, frame))
-        if self.ws is not None and not self.ws.closed:
+        if self.ws is not None and not self.ws.closed and not self.silent:
             try:
                 await self.ws.send_str(frame)
             except ConnectionError:  # the client vanished; the frame waits in the backlog for a RESUME
@@ -124,6 +130,12 @@ class Gateway:
         self._outbox: deque[tuple[str, JSON]] = deque()
         self._flush_lock = asyncio.Lock()
         self._flush_tasks: set[asyncio.Task[None]] = set()
+        #: The heartbeat interval HELLO asks for.
+        self.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS
+        #: How many already-delivered events a RESUME replays besides the missed ones (at-least-once delivery).
+        self.resume_overlap = 0
+        #: Each open websocket's transport, to drop it without a close frame.
+        self.transports: dict[web.WebSocketResponse, asyncio.BaseTransport | None] = {}
 
     @property
     def sessions(self) -> list[GatewaySession]:
@@ -151,6 +163,10 @@ class Gateway:
             if ws is not None:
                 await ws.close(code=code, message=b"Sandbox forced a disconnect.")
 
+    def forget(self, session: GatewaySession) -> None:
+        """Invalidate a session: it can no longer be resumed and gets no more events."""
+        self._sessions.pop(session.session_id, None)
+
     async def close(self) -> None:
         """Close every websocket (going away) and forget all sessions."""
         await self.disconnect_all(1001)
@@ -160,7 +176,8 @@ class Gateway:
         """The websocket endpoint: HELLO, then the client's ops until it goes away."""
         ws = web.WebSocketResponse(max_msg_size=0, timeout=CLOSE_TIMEOUT)
         await ws.prepare(request)
-        await ws.send_json({"op": OP_HELLO, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}})
+        self.transports[ws] = request.transport
+        await ws.send_json({"op": OP_HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}})
         session: GatewaySession | None = None
         async for msg in ws:
             if msg.type is not WSMsgType.TEXT:
@@ -168,7 +185,8 @@ class Gateway:
             payload = json.loads(msg.data)
             op, data = payload.get("op"), payload.get("d")
             if op == OP_HEARTBEAT:
-                await ws.send_json({"op": OP_HEARTBEAT_ACK})
+                if session is None or not session.silent:
+                    await ws.send_json({"op": OP_HEARTBEAT_ACK})
             elif op in (OP_IDENTIFY, OP_RESUME) and session is not None:
                 await ws.close(code=4005, message=b"Already authenticated.")
             elif op == OP_IDENTIFY:
@@ -179,6 +197,7 @@ class Gateway:
                 await self._member_chunk(session, data)
             elif op not in IGNORED_OPS:
                 await ws.close(code=4001 if session else 4003, message=b"Unknown opcode.")
+        self.transports.pop(ws, None)
         if session is not None and session.ws is ws:
             session.ws = None
             if ws.close_code in (1000, 1001):  # a clean close from the client ends the session
@@ -229,10 +248,10 @@ class Gateway:
             if session.ws is not None and session.ws is not ws:
                 old, session.ws = session.ws, None
                 await old.close(code=4000, message=b"Session resumed elsewhere.")
-            session.ws = ws
+            session.ws, session.silent = ws, False
             session.resumes += 1
             for seq, frame in list(session.backlog):
-                if seq > last_seq:
+                if seq > last_seq - self.resume_overlap:
                     await ws.send_str(frame)
             await session.emit("RESUMED", {})
         return session

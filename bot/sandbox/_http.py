@@ -33,11 +33,18 @@ class RecordedRequest:
 
 
 class ApiError(Exception):
-    """A Discord JSON error answer (``{"message", "code"}``)."""
+    """A Discord JSON error answer (``{"code", "message"}``, with ``errors`` naming the fields of a bad form)."""
 
-    def __init__(self, status: int, code: int, message: str) -> None:
+    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.errors = status, code, message, errors
+
+    def body(self) -> dict[str, Any]:
+        """The JSON Discord answers."""
+        data: dict[str, Any] = {"message": self.message, "code": self.code}
+        if self.errors:
+            data["errors"] = self.errors
+        return data
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

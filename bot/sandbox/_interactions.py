@@ -93,6 +93,8 @@ class PendingInteraction:
     payload: JSON
     channel: Channel
     source_message: JSON | None = None
+    #: For a modal submit: the interaction whose answer opened the modal.
+    trigger: PendingInteraction | None = None
     created: float = field(default_factory=time.monotonic)
     result: InteractionResult = field(init=False)
     acknowledged: asyncio.Event = field(default_factory=asyncio.Event)
@@ -126,6 +128,8 @@ class Interactions:
         self.world = world
         #: Seconds the bot has for the first callback, as on Discord (3 s); later it is "Unknown interaction".
         self.ack_deadline = ack_deadline
+        #: Seconds an interaction token takes followups and edits, as on Discord (15 minutes).
+        self.token_lifetime = 15 * 60.0
         self.by_id: dict[int, PendingInteraction] = {}
         self.by_token: dict[str, PendingInteraction] = {}
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ._faults import RestFaults
 from ._gateway import Gateway
 from ._http import BODY, UPLOADS, ApiError, Handler, RecordedRequest, Upload, json_response
 from ._interactions import (
@@ -23,7 +24,17 @@ from ._interactions import (
     Interactions,
     PendingInteraction,
 )
+from ._limits import check_message, check_token_alive
+from ._ratelimit import RateLimits
 from ._rest_app import AppRoutes
+from ._shapes import (
+    content_visible,
+    interaction_metadata,
+    number_components,
+    rest_message,
+    without_content,
+    without_nulls,
+)
 from ._world import (
     FLAG_EPHEMERAL,
     FLAG_LOADING,
@@ -33,13 +44,10 @@ from ._world import (
     MESSAGE_REPLY,
     Channel,
     World,
-    content_visible,
     iso_now,
-    without_content,
 )
 
 API_PREFIX = "/api/v10"
-MAX_CONTENT = 2000
 MAX_UPLOAD = 25 * 1024 * 1024
 #: Message flags a bot may set when sending: SUPPRESS_EMBEDS, EPHEMERAL, SUPPRESS_NOTIFICATIONS.
 _SENDABLE_FLAGS = (1 << 2) | FLAG_EPHEMERAL | (1 << 12)
@@ -74,7 +82,11 @@ class RestApi(AppRoutes):
         self.recommended_shards = 1
         self.uploads: dict[int, tuple[str, bytes]] = {}
         self._waiters: list[tuple[Callable[[RecordedRequest], bool], asyncio.Future[RecordedRequest]]] = []
-        self.app = web.Application(middlewares=[self._record], client_max_size=MAX_UPLOAD)
+        #: Discord's rate limits (off until switched on) and planned failures.
+        self.ratelimits = RateLimits(API_PREFIX)
+        self.faults = RestFaults(API_PREFIX)
+        middlewares = [self._record, self.ratelimits.middleware, self.faults.middleware]
+        self.app = web.Application(middlewares=middlewares, client_max_size=MAX_UPLOAD)
         self._add_routes()
 
     def _add_routes(self) -> None:
@@ -131,7 +143,7 @@ class RestApi(AppRoutes):
             request[BODY], request[UPLOADS] = body, uploads
             response = await handler(request)
         except ApiError as exc:
-            response = json_response({"message": exc.message, "code": exc.code}, exc.status)
+            response = json_response(exc.body(), exc.status)
         except web.HTTPException as exc:  # the router's 404 / 405
             response = json_response({"message": f"{exc.status}: {exc.reason}", "code": 0}, exc.status)
         except (ValueError, KeyError, TypeError) as exc:  # malformed ids or bodies
@@ -181,6 +193,7 @@ class RestApi(AppRoutes):
         right_app = int(request.match_info["app_id"]) == self.world.application_id
         if pending is None or not right_app or not pending.acknowledged.is_set():
             raise ApiError(404, 10015, "Unknown Webhook")
+        check_token_alive(pending.created, self.interactions.token_lifetime)
         return pending
 
     def _webhook_message(self, request: web.Request) -> tuple[PendingInteraction, JSON]:
@@ -197,8 +210,8 @@ class RestApi(AppRoutes):
     def _visible(self, message: JSON) -> JSON:
         """What a REST read returns: without the message-content intent, content is limited as on Discord."""
         if self.world.message_content_intent_allowed or content_visible(message, self.world.bot_user.id):
-            return message
-        return without_content(message)
+            return rest_message(message)
+        return rest_message(without_content(message))
 
     # ----------------------------------------------------------------- messages
 
@@ -211,18 +224,17 @@ class RestApi(AppRoutes):
             name = spec.get("filename") or filename
             self.uploads[attachment_id] = (name, data)
             url = f"{self.origin}/attachments/{channel.id}/{attachment_id}/{quote(name)}"
-            attachments.append(
-                {
-                    "id": str(attachment_id),
-                    "filename": name,
-                    "description": spec.get("description"),
-                    "content_type": _content_type(name),
-                    "size": len(data),
-                    "url": url,
-                    "proxy_url": url,
-                    "flags": 0,
-                }
-            )
+            attachment = {
+                "id": str(attachment_id),
+                "filename": name,
+                "description": spec.get("description"),
+                "content_type": _content_type(name),
+                "size": len(data),
+                "url": url,
+                "proxy_url": url,
+                "flags": 0,
+            }
+            attachments.append(without_nulls(attachment, "description"))
         return attachments
 
     def _bot_message(
@@ -234,9 +246,8 @@ class RestApi(AppRoutes):
         message_type: int = MESSAGE_DEFAULT,
         extra: JSON | None = None,
     ) -> JSON:
+        check_message(body)
         content = body.get("content") or ""
-        if len(content) > MAX_CONTENT:
-            raise ApiError(400, 50035, f"Invalid Form Body: content is longer than {MAX_CONTENT} characters")
         attachments = self._attachments(channel, body, uploads)
         parts = (content, body.get("embeds"), attachments, body.get("components"), body.get("sticker_ids"))
         if not any(parts):
@@ -248,17 +259,17 @@ class RestApi(AppRoutes):
             message_type=message_type,
             flags=(body.get("flags") or 0) & _SENDABLE_FLAGS,
             embeds=body.get("embeds"),
-            components=body.get("components"),
+            components=number_components(body.get("components")),
             attachments=attachments,
             extra=extra,
         )
 
     def _edit(self, channel: Channel, message: JSON, body: JSON, uploads: list[Upload]) -> None:
-        if len(body.get("content") or "") > MAX_CONTENT:
-            raise ApiError(400, 50035, f"Invalid Form Body: content is longer than {MAX_CONTENT} characters")
+        check_message(body)
         for key, empty in (("content", ""), ("embeds", []), ("components", [])):
             if key in body:
                 message[key] = body[key] or empty
+        message["components"] = number_components(message["components"])
         if "attachments" in body:
             keep = {str(spec.get("id")) for spec in body["attachments"] or []}
             message["attachments"] = [a for a in message["attachments"] if a["id"] in keep]
@@ -301,15 +312,16 @@ class RestApi(AppRoutes):
                 "type": 0,
                 "message_id": reference["message_id"],
                 "channel_id": str(ref_channel),
-                "guild_id": str(channel.guild_id) if channel.guild_id is not None else None,
             }
+            if channel.guild_id is not None:
+                extra["message_reference"]["guild_id"] = str(channel.guild_id)
             extra["referenced_message"] = referenced
         if "nonce" in body:
             extra["nonce"] = body["nonce"]
         kind = MESSAGE_REPLY if reference else MESSAGE_DEFAULT
         message = self._bot_message(channel, body, request[UPLOADS], message_type=kind, extra=extra)
         await self.publish(channel, message)
-        return json_response(message)
+        return json_response(rest_message(message))
 
     async def get_messages(self, request: web.Request) -> web.Response:
         """GET /channels/{channel_id}/messages: newest first, with limit / before / after / around."""
@@ -341,7 +353,7 @@ class RestApi(AppRoutes):
             raise ApiError(403, 50005, "Cannot edit a message authored by another user")
         self._edit(channel, message, request[BODY] or {}, request[UPLOADS])
         await self.updated(message)
-        return json_response(message)
+        return json_response(rest_message(message))
 
     async def delete_message(self, request: web.Request) -> web.Response:
         """DELETE /channels/{channel_id}/messages/{message_id}."""
@@ -380,11 +392,11 @@ class RestApi(AppRoutes):
             "response_message_loading": kind == CALLBACK_DEFERRED_MESSAGE,
             "response_message_ephemeral": ephemeral,
         }
-        resource: JSON = {"type": kind}
         if message is not None:
             answer["response_message_id"] = message["id"]
-            resource["message"] = message
-        return json_response({"interaction": answer, "resource": resource})
+        if message is None or kind not in (CALLBACK_MESSAGE, CALLBACK_UPDATE_MESSAGE):
+            return json_response({"interaction": answer})  # only types 4 and 7 carry the message
+        return json_response({"interaction": answer, "resource": {"type": kind, "message": rest_message(message)}})
 
     async def _callback_message(
         self, pending: PendingInteraction, kind: int, data: JSON, uploads: list[Upload]
@@ -414,12 +426,8 @@ class RestApi(AppRoutes):
         """The fields that mark a message as an answer to an interaction."""
         user = pending.payload["member"]["user"] if "member" in pending.payload else pending.payload["user"]
         app_id = str(self.world.application_id)
-        metadata = {
-            "id": str(pending.id),
-            "type": pending.payload["type"],
-            "user": user,
-            "authorizing_integration_owners": pending.payload.get("authorizing_integration_owners", {}),
-        }
+        trigger = pending.trigger.payload if pending.trigger is not None else None
+        metadata = interaction_metadata(pending.payload, user, trigger=trigger)
         return {"webhook_id": app_id, "application_id": app_id, "interaction_metadata": metadata}
 
     async def post_followup(self, request: web.Request) -> web.Response:
@@ -432,11 +440,11 @@ class RestApi(AppRoutes):
         pending.touch(answered=True)
         if request.query.get("wait", "").lower() not in ("true", "1"):
             return web.Response(status=204)
-        return json_response(message)
+        return json_response(rest_message(message))
 
     async def get_webhook_message(self, request: web.Request) -> web.Response:
         """GET /webhooks/{app_id}/{token}/messages/{message_id or @original}."""
-        return json_response(self._webhook_message(request)[1])
+        return json_response(rest_message(self._webhook_message(request)[1]))
 
     async def edit_webhook_message(self, request: web.Request) -> web.Response:
         """PATCH /webhooks/{app_id}/{token}/messages/{message_id or @original}."""
@@ -444,7 +452,7 @@ class RestApi(AppRoutes):
         self._edit(pending.channel, message, request[BODY] or {}, request[UPLOADS])
         await self.updated(message)
         pending.touch(answered=True)
-        return json_response(message)
+        return json_response(rest_message(message))
 
     async def delete_webhook_message(self, request: web.Request) -> web.Response:
         """DELETE /webhooks/{app_id}/{token}/messages/{message_id or @original}."""

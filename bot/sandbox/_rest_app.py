@@ -148,7 +148,8 @@ class AppRoutes:
             command_id = old.get((spec["name"], spec.get("type", 1))) or str(self.world.snowflakes.next())
             given = {key: value for key, value in spec.items() if value is not None}
             command = _COMMAND_DEFAULTS | given
-            command["default_member_permissions"] = spec.get("default_member_permissions")
+            permissions = spec.get("default_member_permissions")
+            command["default_member_permissions"] = None if permissions is None else str(int(permissions))
             command |= {"id": command_id, "application_id": str(self.world.application_id)}
             command["version"] = str(self.world.snowflakes.next())
             if guild_id is not None:
@@ -161,7 +162,8 @@ class AppRoutes:
 
     async def get_me(self, request: web.Request) -> web.Response:
         """GET /users/@me: the bot user."""
-        return json_response(self.world.bot_user.payload() | {"verified": True, "mfa_enabled": False})
+        me = {"verified": True, "mfa_enabled": False, "locale": "en-US", "premium_type": 0}
+        return json_response(self.world.bot_user.payload() | me)
 
     async def get_user(self, request: web.Request) -> web.Response:
         """GET /users/{user_id}."""
@@ -186,11 +188,17 @@ class AppRoutes:
                 "name": bot.name,
                 "icon": None,
                 "description": "",
-                "summary": "",
+                "type": None,
                 "bot_public": True,
                 "bot_require_code_grant": False,
                 "verify_key": "0" * 64,
                 "flags": self.world.application_flags,
+                "flags_new": str(self.world.application_flags),
+                "role_connections_verification_url": None,
+                "explicit_content_filter": 0,
+                "eligible_oauth2_scopes": ["applications.commands", "bot"],
+                "approximate_user_install_count": 0,
+                "approximate_user_authorization_count": 0,
                 "owner": self.world.owner.payload(),
                 "team": None,
                 "bot": bot.payload(),

@@ -98,6 +98,8 @@ class User:
             "banner": None,
             "accent_color": None,
             "avatar_decoration_data": None,
+            "collectibles": None,
+            "primary_guild": None,
         }
 
 
@@ -200,7 +202,13 @@ class Channel:
         last = str(self.messages[-1]["id"]) if self.messages else None
         if self.type == CHANNEL_DM:
             recipients = [self.recipient.payload()] if self.recipient else []
-            return {"id": str(self.id), "type": CHANNEL_DM, "last_message_id": last, "recipients": recipients}
+            return {
+                "id": str(self.id),
+                "type": CHANNEL_DM,
+                "last_message_id": last,
+                "flags": 0,
+                "recipients": recipients,
+            }
         data: JSON = {
             "id": str(self.id),
             "type": self.type,
@@ -314,19 +322,8 @@ class Guild:
             "stage_instances": [],
             "guild_scheduled_events": [],
             "soundboard_sounds": [],
+            "incidents_data": None,
         }
-
-
-def content_visible(message: JSON, bot_id: int) -> bool:
-    """Whether a bot without the message-content intent may see this message's content (Discord's rule)."""
-    if "guild_id" not in message or int(message["author"]["id"]) == bot_id:
-        return True
-    return any(int(user["id"]) == bot_id for user in message.get("mentions", []))
-
-
-def without_content(message: JSON) -> JSON:
-    """A copy of the message with what the message-content intent guards emptied."""
-    return message | {"content": "", "embeds": [], "attachments": [], "components": []}
 
 
 class World:

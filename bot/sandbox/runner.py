@@ -67,10 +67,10 @@ class Sandbox:
     """A loopback Discord with one guild, a #debate channel, a moderator and members, plus the real bot: the
     harness's :class:`~bot.sandbox.harness.World`, printed to a console."""
 
-    def __init__(self, settings: Settings, console: Console) -> None:
+    def __init__(self, settings: Settings, console: Console, *, rate_limits: bool = False) -> None:
         self.settings = settings
         self.console = console
-        self.server = LoopbackDiscord()
+        self.server = LoopbackDiscord(rate_limits=rate_limits)
         self.threads: dict[str, int] = {}
         #: Replies sent so far.
         self.sent = 0
@@ -190,8 +190,10 @@ async def run_sandbox(
     interactive: bool = False,
     database: str | None = None,
     console: Console | None = None,
+    rate_limits: bool = False,
 ) -> None:
-    """Start the loopback server and the bot, post both seed prompts, play the replies, print the tallies."""
+    """Start the loopback server and the bot, post both seed prompts, play the replies, print the tallies
+    (``rate_limits``: under Discord's REST rate limits)."""
     console = console or Console(highlight=False)
     scripted = [] if interactive and replies is None else load_replies(replies or SAMPLE_REPLIES)
     with tempfile.TemporaryDirectory(prefix="stancebot-sandbox-") as tmp:
@@ -201,7 +203,7 @@ async def run_sandbox(
         prompt_ids = list(dict.fromkeys([r.prompt for r in scripted] or catalog.ids()))
         for pid in prompt_ids:
             catalog.get(pid)  # an unknown prompt fails here, before anything starts
-        async with Sandbox(settings, console) as sandbox:
+        async with Sandbox(settings, console, rate_limits=rate_limits) as sandbox:
             try:
                 for pid in prompt_ids:
                     await sandbox.post_prompt(pid)

@@ -14,6 +14,7 @@ import discord
 import yarl
 from aiohttp import web
 
+from ._faults import GatewayFaults
 from ._gateway import Gateway, GatewaySession
 from ._http import RecordedRequest
 from ._interactions import (
@@ -35,7 +36,11 @@ _SELECT_TYPES = (3, 5, 6, 7, 8)
 
 
 class LoopbackDiscord:
-    """A local Discord: build a world, let the real bot connect, act as users and inspect what the bot did."""
+    """A local Discord: build a world, let the real bot connect, act as users and inspect what the bot did.
+
+    ``rate_limits=True`` switches on Discord's REST rate limits (``bot.sandbox._ratelimit``); :attr:`faults` and
+    :attr:`gateway_faults` make REST answers and the gateway fail on demand (``bot.sandbox._faults``).
+    """
 
     def __init__(
         self,
@@ -44,12 +49,17 @@ class LoopbackDiscord:
         port: int = 0,
         message_content_intent_allowed: bool = True,
         ack_deadline: float = 3.0,
+        rate_limits: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.world = World(message_content_intent_allowed=message_content_intent_allowed)
         self.gateway = Gateway(self.world)
         self.interactions = Interactions(self.world, ack_deadline=ack_deadline)
         self.rest = RestApi(self.world, self.gateway, self.interactions)
+        self.rest.ratelimits.enabled = rate_limits
+        #: Planned REST failures (403, 404, 5xx) and gateway faults (op 7, op 9, dropped or zombied sockets).
+        self.faults = self.rest.faults
+        self.gateway_faults = GatewayFaults(self.gateway)
         self.rest.app.router.add_get("/gateway", self.gateway.handle)
         #: Any token is accepted; this one reads well in logs.
         self.token = "sandbox-token"  # noqa: S105
@@ -235,6 +245,19 @@ class LoopbackDiscord:
         await self.rest.updated(message)
         return message
 
+    async def delete_channel(self, channel: Channel) -> None:
+        """A moderator deletes a channel or thread (CHANNEL_DELETE / THREAD_DELETE); later requests get 10003."""
+        self.world.channels.pop(channel.id, None)
+        guild = self.world.guilds.get(channel.guild_id or 0)
+        if guild is not None:
+            guild.channels.pop(channel.id, None)
+            guild.threads.pop(channel.id, None)
+        if channel.is_thread:
+            data = {"id": str(channel.id), "guild_id": str(channel.guild_id), "parent_id": str(channel.parent_id)}
+            await self.gateway.dispatch("THREAD_DELETE", data | {"type": channel.type})
+        else:
+            await self.gateway.dispatch("CHANNEL_DELETE", channel.payload())
+
     async def delete_message(self, channel_id: int, message_id: int) -> None:
         """A message disappears (MESSAGE_DELETE)."""
         message = self.world.find_message(channel_id, message_id)
@@ -346,6 +369,7 @@ class LoopbackDiscord:
         data = {"custom_id": custom_id, "components": components}
         channel, source = self._channel(channel_id), opener.source_message
         pending = self.interactions.open(TYPE_MODAL_SUBMIT, data, guild, channel, member, message=source)
+        pending.trigger = opener
         return await self._run(pending, timeout, settle)
 
     def _command(

@@ -111,3 +111,12 @@ def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]) -
         7,
     )
     assert record["time"][:2] == "20"  # an ISO date
+
+
+def test_sandbox_under_discords_rate_limits(tmp_path: Path) -> None:
+    replies = tmp_path / "replies.jsonl"
+    lines = [f'{{"prompt": "alliance", "author": "m{i}", "text": "Japan should pay way more, {i}"}}' for i in range(7)]
+    replies.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    proc = stancebot("sandbox", "--rate-limits", "--replies", str(replies), env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "Tallies" in proc.stdout and "Traceback" not in proc.stderr

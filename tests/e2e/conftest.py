@@ -16,6 +16,7 @@ from bot.sandbox.harness import World, new_guild, running_bot, text_of, world_on
 from bot.sandbox.server import LoopbackDiscord
 from bot.storage.db import sqlite_url
 from bot.storage.repository import Repository
+from tests.conformance.checker import assert_conforms
 
 __all__ = ["World", "new_guild", "running_bot", "text_of", "world_on"]
 
@@ -45,10 +46,12 @@ def e2e_settings(db_url: str, build_dir: Path, **extra: str) -> Settings:
 
 @pytest.fixture
 async def server() -> AsyncIterator[LoopbackDiscord]:
-    """A fresh loopback Discord server, installed as discord.py's API base."""
-    async with LoopbackDiscord() as srv:
+    """A fresh loopback Discord server with Discord's rate limits on, installed as discord.py's API base; afterwards
+    every REST answer it gave is checked against Discord's documented shapes (tests/conformance)."""
+    async with LoopbackDiscord(rate_limits=True) as srv:
         srv.install()
         yield srv
+    assert_conforms(srv.requests)
 
 
 @pytest.fixture

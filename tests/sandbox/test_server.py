@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.sandbox import Guild, LoopbackDiscord, Member
+from tests.conformance.checker import assert_conforms
 
 pytestmark = pytest.mark.asyncio
 
@@ -168,6 +169,7 @@ async def scene() -> AsyncIterator[Scene]:
             yield scene
         finally:
             await scene.close()
+    assert_conforms(server.requests)  # every answer in Discord's documented shape
 
 
 @pytest_asyncio.fixture
