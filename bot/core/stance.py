@@ -10,9 +10,10 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from bot.core.encoder import SentenceEncoder
 from bot.core.prompts import UNCLEAR, Prompt
@@ -27,6 +28,8 @@ class StanceResult(NamedTuple):
     label: str
     confidence: float
     reason: str | None = None
+    #: The version of the model that gave it, set by the stance service as it classifies (``None`` elsewhere).
+    version: str | None = None
 
 
 class StanceClassifier(Protocol):
@@ -44,6 +47,29 @@ class StanceClassifier(Protocol):
 
     def classify(self, texts: Sequence[str]) -> list[StanceResult]:
         """Label each text; the result has one entry per text, in order."""
+        ...
+
+
+@runtime_checkable
+class StanceFeatures(Protocol):
+    """A classifier a prompt's learned head (:mod:`bot.core.adapt`) can sit on: per-label scores and the reply's
+    vector for a batch, and the temperature that turns the scores into probabilities."""
+
+    labels: tuple[str, ...]
+    temperature: float
+
+    @property
+    def version(self) -> str:
+        """The base model's version (a head trained on another version does not apply)."""
+        ...
+
+    @property
+    def threshold(self) -> float:
+        """Below this confidence a stance becomes ``unclear``."""
+        ...
+
+    def features(self, texts: Sequence[str]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """Label scores ``(len(texts), len(labels))`` and reply vectors ``(len(texts), dim)``."""
         ...
 
 
@@ -88,14 +114,19 @@ class SimilarityClassifier:
             texts = [f"{label.description}", *label.examples]
             self._protos.append(encoder.encode(texts))
 
-    def scores(self, texts: Sequence[str]) -> np.ndarray:
-        """Per-label similarity scores, shape ``(len(texts), len(labels))``."""
+    def features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-label similarity scores ``(len(texts), len(labels))`` and the replies' embeddings, for a learned
+        per-prompt head (:mod:`bot.core.adapt`)."""
         emb = self.encoder.encode(texts)
         cols = []
         for protos in self._protos:
             sims = emb @ protos.T
             cols.append(0.5 * sims.max(axis=1) + 0.5 * sims.mean(axis=1))
-        return np.stack(cols, axis=1)
+        return np.stack(cols, axis=1), emb
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """Per-label similarity scores, shape ``(len(texts), len(labels))``."""
+        return self.features(texts)[0]
 
     def classify(self, texts: Sequence[str]) -> list[StanceResult]:
         """Label each text by its most similar label."""

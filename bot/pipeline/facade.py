@@ -281,7 +281,7 @@ class ReplyPipeline:
                 if not self.sweeper.give_up(reply):
                     return None
                 result = FAILED
-            version = self.service.version(reply.prompt_slug, reply.guild_id)
+            version = result.version or self.service.version(reply.prompt_slug, reply.guild_id)
             saved = await self._saver.submit(StanceWrite(reply, result, version))
             if not saved:
                 return None  # stale (edited, deleted, relabelled meanwhile) or the database failed: swept later
