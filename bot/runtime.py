@@ -84,7 +84,7 @@ async def build_runtime(settings: Settings, *, encoder: SentenceEncoder | None =
 
     pipeline = build_pipeline(settings, repo.writes, service, observer=metrics, notify=notify, on_missed=missed)
     policy = LearningPolicy(settings.learning.enabled, settings.learning.min_labels, settings.learning.retrain_step)
-    learning = ServerLearning(repo.learning, service, policy)
+    learning = ServerLearning(repo.learning, service, policy, on_trained=lambda t: bot.dispatch("prompt_trained", t))
     services = Services(settings, catalog, repo, service, pipeline, learning=learning)
     bot = Stancebot(services)
     observability = await start_observability(settings, bot, pipeline, service, metrics)
