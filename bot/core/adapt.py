@@ -93,7 +93,9 @@ class PromptHead:
     @property
     def version(self) -> str:
         """A short, stable name for this head: changes when its weights change."""
-        digest = hashlib.sha256(self.weights.tobytes() + self.bias.tobytes()).hexdigest()[:8]
+        # of the weights as stored (rounded, no negative zeros), so the head read back has the same version
+        stored = (np.round(a, 6) + 0.0 for a in (self.weights, self.bias))
+        digest = hashlib.sha256(b"".join(a.tobytes() for a in stored)).hexdigest()[:8]
         return f"adapted:{self.n_labels}:{digest}"
 
     def to_json(self) -> str:
