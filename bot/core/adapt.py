@@ -161,6 +161,19 @@ def _folds(y: npt.NDArray[np.int64], folds: int, seed: int) -> list[npt.NDArray[
     return [np.asarray(sorted(p), dtype=np.int64) for p in parts if p]
 
 
+#: Replies per call of the base's ``features`` while training: the base model serves live replies meanwhile, and
+#: each call holds it (the encoder's lock) only this long.
+FEATURE_CHUNK = 32
+
+
+def features(base: StanceFeatures, texts: Sequence[str]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """``base.features(texts)`` in chunks of :data:`FEATURE_CHUNK`, so live replies get the model in between."""
+    parts = [base.features(texts[i : i + FEATURE_CHUNK]) for i in range(0, len(texts), FEATURE_CHUNK)]
+    if not parts:
+        return base.features(texts)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def _f1(y: npt.NDArray[np.int64], pred: npt.NDArray[np.int64], k: int) -> float:
     return round(macro_f1(y.tolist(), pred.tolist(), k), 4)
 
@@ -185,7 +198,7 @@ def compare(
     """
     labels = base.labels
     y = np.asarray([labels.index(g) for g in gold], dtype=np.int64)
-    scores, vectors = base.features(texts)
+    scores, vectors = features(base, texts)
     x = design(scores, vectors, base.temperature)
     k = len(labels)
     base_pred = np.asarray(scores.argmax(axis=1), dtype=np.int64)
