@@ -95,7 +95,7 @@ async def test_a_head_whose_base_changed_is_retired_and_the_prompt_trains_again(
         assert trained is not None
         head = trained.outcome.head
         head.base_version = "general:some-other-model"  # as if the head had been trained on another base
-        await repo.learning.record_training(G, "phones_in_school", head, seconds=0.1, switch=True, summary="old")
+        _ = await repo.learning.record_training(G, "phones_in_school", head, seconds=0.1, switch=True, summary="old")
         fresh = StanceService(catalog, registry.classifier)
         try:
             again = ServerLearning(repo.learning, fresh, LearningPolicy(min_labels=30, step=20))

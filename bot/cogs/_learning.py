@@ -14,6 +14,7 @@ from bot.cogs._checks import moderator_only
 from bot.cogs._prompts import prompt_autocomplete
 from bot.cogs._schedule import when
 from bot.core.moderation import AuditRecord
+from bot.pipeline.learning import Trained
 from bot.storage.learning import HeadRecord
 from bot.storage.records import DeclareResult
 
@@ -60,6 +61,11 @@ class PromptLearningCommands(commands.Cog):
         learning = self.bot.services.learning
         if learning is not None and record.action in LABELLING and record.guild_id and record.prompt_slug:
             learning.poke(record.guild_id, record.prompt_slug)
+
+    @commands.Cog.listener()
+    async def on_prompt_trained(self, trained: Trained) -> None:
+        """A background training finished: its audit entry goes to the mod-log channel like every other."""
+        self.bot.dispatch("stance_audit", trained.audit)
 
     @app_commands.command(name="info", description="Which model serves a prompt here, and how well it does")
     @app_commands.describe(prompt="Which prompt")

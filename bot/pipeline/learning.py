@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from bot.core import learning
 from bot.core.adapt import AdaptedClassifier, PromptHead
 from bot.core.errors import UnknownPromptError
+from bot.core.moderation import AuditRecord
 from bot.core.service import StanceService
 from bot.core.stance import GatedClassifier, StanceClassifier, StanceFeatures
 from bot.storage.learning import HeadRecord, Learning
@@ -36,6 +37,7 @@ class Trained:
     slug: str
     outcome: learning.TrainingOutcome
     record: HeadRecord
+    audit: AuditRecord
 
 
 class ServerLearning:
@@ -121,7 +123,7 @@ class ServerLearning:
                 base, labelled, current=current, current_trained_at=active.trained_at if active else None
             ),
         )
-        record = await self.store.record_training(
+        record, audit = await self.store.record_training(
             guild_id, slug, outcome.head, seconds=outcome.seconds, switch=outcome.switch, summary=outcome.summary
         )
         self.trainings += 1
@@ -144,7 +146,7 @@ class ServerLearning:
                 served.version,
                 outcome.summary,
             )
-        trained = Trained(guild_id, slug, outcome, record)
+        trained = Trained(guild_id, slug, outcome, record, audit)
         if self.on_trained is not None:
             self.on_trained(trained)
         return trained

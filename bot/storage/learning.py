@@ -13,6 +13,7 @@ from sqlalchemy import and_, func, select, update
 
 from bot.core.adapt import PromptHead
 from bot.core.learning import DECLARED, RELABEL, REVIEW, LabelledReply
+from bot.core.moderation import AuditRecord
 from bot.core.periods import as_utc
 from bot.core.stance import StanceResult
 from bot.storage.base import Store
@@ -161,9 +162,10 @@ class Learning(Store):
 
     async def record_training(
         self, guild_id: int, slug: str, head: PromptHead, *, seconds: float, switch: bool, summary: str
-    ) -> HeadRecord:
+    ) -> tuple[HeadRecord, AuditRecord]:
         """Store a trained head; with ``switch`` it becomes the one serving the prompt (the previous one stops).
-        The audit log gets a ``model_switch`` or ``model_kept`` entry with the version and the figures."""
+        The audit log gets a ``model_switch`` or ``model_kept`` entry with the version and the figures (returned
+        too, for the mod-log channel)."""
         async with self.transaction() as s:
             prow = await require_prompt_row(s, slug, guild_id)
             if switch:
@@ -184,17 +186,30 @@ class Learning(Store):
                 seconds=seconds,
                 trained_at=utcnow(),
             )
-            s.add(row)
-            s.add(
-                AuditEntry(
-                    guild_id=guild_id,
-                    action="model_switch" if switch else "model_kept",
-                    prompt_id=prow.id,
-                    detail=f"{head.version}: {summary}"[:200],
-                )
+            entry = AuditEntry(
+                guild_id=guild_id,
+                action="model_switch" if switch else "model_kept",
+                prompt_id=prow.id,
+                detail=f"{head.version}: {summary}"[:200],
+                created_at=utcnow(),
             )
+            s.add_all([row, entry])
             await s.flush()
-            return _record(row, slug)
+            audit = AuditRecord(
+                entry.id,
+                guild_id,
+                entry.action,
+                slug,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                entry.detail,
+                entry.created_at,
+            )
+            return _record(row, slug), audit
 
     async def deactivate(self, guild_id: int, slug: str) -> None:
         """No head serves the prompt any more (its labels changed, or its base did)."""

@@ -15,7 +15,7 @@ from bot.assets import data_dir
 from bot.core.datasets import load_jsonl
 from bot.core.prompts import UNCLEAR, load_prompt
 from bot.pipeline.learning import Trained
-from tests.e2e.conftest import World, post_prompt, repo_of, text_of, wait_event
+from tests.e2e.conftest import World, bot_post_in, post_prompt, repo_of, text_of, wait_event
 
 PROMPT = data_dir() / "general" / "phones_in_school"
 NAME = "phones"
@@ -42,6 +42,8 @@ def _embed_text(result: Any) -> str:
 async def test_a_new_prompt_learns_from_its_members_and_serves_the_better_model(world: World) -> None:
     services = world.runtime.services
     policy = services.settings.learning
+    modlog = world.server.create_channel(world.guild, "mod-log")
+    await world.slash(world.moderator, "audit", "channel", channel=modlog)
     opened = await world.slash(world.moderator, "prompt", "add", name=NAME)
     assert opened.modal is not None, text_of(opened)
     added = await world.server.submit_modal(
@@ -94,6 +96,8 @@ async def test_a_new_prompt_learns_from_its_members_and_serves_the_better_model(
     ]
     assert trained.outcome.switch, f"no head beat the base: {[t.outcome.summary for t in trainings]}"
     await services.learning.idle()
+    logged = await bot_post_in(world, modlog.id, 0)  # the mod-log channel hears of each training first
+    assert logged["embeds"][0]["title"].startswith(f"{trainings[0].audit.action} {NAME} ({trainings[0].record.version}")
 
     # the event loop never stalled while the replies, the buttons and the trainings ran
     assert probe.samples > 20 and probe.max_lag < 0.1, probe.max_lag

@@ -90,12 +90,16 @@ async def test_the_head_table_keeps_every_training_and_one_active_head_per_guild
     await _post(repo, catalog, OTHER)
     assert await repo.learning.latest_head(G, "alliance") is None
 
-    first = await repo.learning.record_training(G, "alliance", _head(30), seconds=0.4, switch=True, summary="x")
-    kept = await repo.learning.record_training(G, "alliance", _head(50, 1.0), seconds=0.5, switch=False, summary="y")
-    theirs = await repo.learning.record_training(
+    first, audit_first = await repo.learning.record_training(
+        G, "alliance", _head(30), seconds=0.4, switch=True, summary="x"
+    )
+    kept, _ = await repo.learning.record_training(G, "alliance", _head(50, 1.0), seconds=0.5, switch=False, summary="y")
+    theirs, _ = await repo.learning.record_training(
         OTHER, "alliance", _head(40, 2.0), seconds=0.3, switch=True, summary="z"
     )
     assert (first.active, kept.active, theirs.active) == (True, False, True)
+    assert (audit_first.action, audit_first.prompt_slug, audit_first.guild_id) == ("model_switch", "alliance", G)
+    assert audit_first.detail == f"{_head(30).version}: x"
     latest = await repo.learning.latest_head(G, "alliance")
     assert latest is not None and latest.id == kept.id and latest.n_labels == 50
     active = await repo.learning.active_head(G, "alliance")
@@ -104,7 +108,9 @@ async def test_the_head_table_keeps_every_training_and_one_active_head_per_guild
     assert again.version == _head(30).version and again.base_version == "similarity:test"
     assert active.figures == {"n": 30, "head_macro_f1": 0.8} and active.trained_at.tzinfo is not None
 
-    switched = await repo.learning.record_training(G, "alliance", _head(70, 3.0), seconds=0.6, switch=True, summary="w")
+    switched, _ = await repo.learning.record_training(
+        G, "alliance", _head(70, 3.0), seconds=0.6, switch=True, summary="w"
+    )
     assert {h.id for h in await repo.learning.active_heads()} == {switched.id, theirs.id}
     audit = await repo.moderation.audit_recent(G, limit=10)
     actions = [a.action for a in audit if a.action.startswith("model_")]
