@@ -1,6 +1,6 @@
 """The load benchmark: the real bot, the real model, PostgreSQL, under a steady stream of replies.
 
-    .venv/bin/python benchmarks/load.py [--rate 50] [--seconds 60] [--skip-classify] [--json out.json]
+    .venv/bin/python benchmarks/load.py [--rate 50] [--seconds 60] [--ja-share 0.2] [--skip-classify] [--json out.json]
 
 (a) classification throughput, batched vs a one-message-at-a-time ``transformers`` pipeline on the same 2,000
     replies: ``benchmarks/classify.py``, run as is, its figures quoted;
@@ -8,7 +8,8 @@
     bot (a child process: ``bot.sandbox.process``) on a fresh database on the PostgreSQL server at 127.0.0.1:5432;
     printed: p50/p99 from the gateway event leaving the server to the stance committed (the bot records the time it
     dispatches ``stance_recorded``, right after the commit), the longest event-loop stall during the load (the
-    bot's loop-lag probe, sampling every 50 ms), and the bot's peak RSS (VmHWM);
+    bot's loop-lag probe, sampling every 50 ms), and the bot's peak RSS (VmHWM); with ``--ja-share`` that share of
+    the replies is Japanese (read by the multilingual heads), and how many stances the heads gave is printed;
 (c) time to ready from process start: spawn -> gateway ready with the model loaded, on a fresh database (schema
     migrations included) and again on restart.
 
@@ -34,7 +35,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.sandbox.loadgen import build_world, post_prompt, send_replies, wait_for_counts
+from bot.sandbox.loadgen import build_world, mixed_texts, post_prompt, send_replies, wait_for_counts
 from bot.sandbox.process import BotProcess
 from bot.sandbox.server import LoopbackDiscord
 
@@ -121,7 +122,18 @@ async def sample_rss(proc: BotProcess, stop: asyncio.Event) -> None:
         await asyncio.sleep(1)
 
 
-async def run_load(rate: float, seconds: float, workdir: Path, extra: dict[str, str]) -> dict[str, Any]:
+async def count_other_language(db_url: str) -> int:
+    """Stances a model gave reading a reply in another language than English."""
+    conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"), timeout=5)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM stances WHERE language <> 'en' AND encoder IS NOT NULL"))
+    finally:
+        await conn.close()
+
+
+async def run_load(
+    rate: float, seconds: float, workdir: Path, extra: dict[str, str], ja_share: float = 0.0
+) -> dict[str, Any]:
     """(b) and (c)."""
     db_url = await create_database()
     env = {
@@ -133,7 +145,12 @@ async def run_load(rate: float, seconds: float, workdir: Path, extra: dict[str, 
         **extra,
     }
     events = workdir / "events.txt"
-    report: dict[str, Any] = {"rate": rate, "seconds": seconds, "load_average_before": load_average()}
+    report: dict[str, Any] = {
+        "rate": rate,
+        "seconds": seconds,
+        "ja_share": ja_share,
+        "load_average_before": load_average(),
+    }
     try:
         async with LoopbackDiscord() as server:
             world = build_world(server, members=300)
@@ -153,12 +170,14 @@ async def run_load(rate: float, seconds: float, workdir: Path, extra: dict[str, 
             await asyncio.sleep(0.2)
             print(f"sending {int(rate * seconds)} replies at {rate}/s", file=sys.stderr)
             started = time.monotonic()
-            ids = await send_replies(world, int(rate * seconds), rate=rate, start=1000)
+            texts = {p: mixed_texts(p, ja_share) for p in ("alliance", "defense")} if ja_share else None
+            ids = await send_replies(world, int(rate * seconds), rate=rate, start=1000, texts=texts)
             report["send_seconds"] = round(time.monotonic() - started, 2)
             counts = await wait_for_counts(db_url, ids, timeout=300)
             report["drain_seconds"] = round(time.monotonic() - started, 2)
             report["replies"] = len(ids)
             report["stored_classified_once"] = counts.exactly_once(ids)
+            report["read_in_other_language"] = await count_other_language(db_url)
             stop.set()
             await sampler
             if bot.metrics_url is not None:
@@ -214,6 +233,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long (default 60)")
     parser.add_argument("--classify-n", type=int, default=2000, help="replies for (a) (default 2000)")
     parser.add_argument("--skip-classify", action="store_true", help="leave (a) out")
+    parser.add_argument(
+        "--ja-share", type=float, default=0.0, help="share of the replies written in Japanese (default 0, e.g. 0.2)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE setting for the bot")
     parser.add_argument("--workdir", type=Path, help="keep the bot's logs and final metrics here (default: a temp dir)")
@@ -227,10 +249,10 @@ def main() -> None:
         figures["classify"] = run_classify(args.classify_n)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        figures["load"] = asyncio.run(run_load(args.rate, args.seconds, args.workdir, extra))
+        figures["load"] = asyncio.run(run_load(args.rate, args.seconds, args.workdir, extra, args.ja_share))
     else:
         with tempfile.TemporaryDirectory(prefix="stancebot-load-") as tmp:
-            figures["load"] = asyncio.run(run_load(args.rate, args.seconds, Path(tmp), extra))
+            figures["load"] = asyncio.run(run_load(args.rate, args.seconds, Path(tmp), extra, args.ja_share))
 
     load, classify = figures["load"], figures.get("classify", {})
     best_ratio = max(
@@ -252,7 +274,9 @@ def main() -> None:
         "",
         f"(b) {load['replies']} replies at {load['rate']:g}/s to the real bot on PostgreSQL "
         f"(sent in {load['send_seconds']} s, all committed after {load['drain_seconds']} s; "
-        f"each stored and classified exactly once: {load['stored_classified_once']})",
+        f"each stored and classified exactly once: {load['stored_classified_once']}; Japanese share "
+        f"{load['ja_share']:g}, {load['read_in_other_language']} stances from the multilingual heads"
+        f" (warm-up included))",
         f"    gateway event -> stance committed: p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms "
         f"(mean {load['mean_ms']}, max {load['max_ms']}; {load['latency_samples']} samples): "
         f"{verdict('p99_ms', load['p99_ms'])}",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import discord
 from discord.ext import commands
@@ -54,6 +57,26 @@ class Services:
     learning: ServerLearning | None = None
 
 
+class _HasBot(Protocol):
+    bot: Stancebot
+
+
+C = TypeVar("C", bound=_HasBot)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def in_flight(handler: Callable[Concatenate[C, P], Awaitable[R]]) -> Callable[Concatenate[C, P], Awaitable[R]]:
+    """Mark a cog's event handler as one a graceful stop waits for (it stores or changes replies)."""
+
+    @functools.wraps(handler)
+    async def wrapper(cog: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with cog.bot.handling():
+            return await handler(cog, *args, **kwargs)
+
+    return wrapper
+
+
 class Stancebot(commands.AutoShardedBot):
     """The bot. Mentions are off for every message unless a call opts in.
 
@@ -85,6 +108,10 @@ class Stancebot(commands.AutoShardedBot):
         self.message_content_enabled = services.settings.bot.message_content_intent
         #: Whether :meth:`setup_hook` froze the start-up heap (given back to the collector on :meth:`close`).
         self._heap_frozen = False
+        #: Events being handled right now (see :meth:`handling`); set when there are none.
+        self._busy = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
 
     async def setup_hook(self) -> None:
         """Sync prompts, detect the message-content intent, load cogs (a broken one is logged, not fatal; each
@@ -201,6 +228,42 @@ class Stancebot(commands.AutoShardedBot):
         if isinstance(exception, commands.CommandNotFound):
             return
         log.error("Text command failed", exc_info=exception)
+
+    # -- stopping -----------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        """Mark an event handler that writes (a reply, an edit, a deletion) as in flight, so that a graceful stop
+        waits for it (:meth:`wait_handled`)."""
+        self._busy += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._quiet.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Event handlers that are storing or classifying something right now."""
+        return self._busy
+
+    async def stop_reading(self) -> None:
+        """Disconnect every shard from the gateway: no new events come in; those already received go on being
+        handled (a graceful stop, then :meth:`close`)."""
+        if not self._login_started:
+            return
+        for shard in list(self.shards.values()):
+            await shard.disconnect()
+
+    async def wait_handled(self, timeout: float) -> bool:  # noqa: ASYNC109 - a plain deadline
+        """Wait until no event handler is in flight; ``False`` if some still were after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._quiet.wait(), max(timeout, 0))
+        except TimeoutError:
+            return False
+        return True
 
     async def _async_setup_hook(self) -> None:
         await super()._async_setup_hook()

@@ -74,6 +74,8 @@ class ModelSettings(_Section):
     build_dir: str = "models/build"
     #: Use the trained models shipped in the package for prompts that have no model in ``build_dir/shipped``.
     shipped: bool = True
+    #: Read replies in other languages (Japanese first) with the multilingual heads; off: they are ``unclear``.
+    multilingual: bool = True
     unclear_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     batch_size: int = Field(default=32, ge=1, le=512)
     max_wait_ms: int = Field(default=50, ge=0, le=5000)
@@ -157,6 +159,8 @@ class GeneralSettings(_Section):
     #: Move the objects alive once the bot is set up (libraries, the model) out of the cyclic garbage collector's
     #: reach (``gc.freeze``), so that its full collections stop stalling the event loop.
     freeze_gc: bool = True
+    #: On SIGTERM/SIGINT, the longest ``run`` and ``sandbox`` take to finish what is in flight and exit.
+    shutdown_timeout_s: float = Field(default=8.0, gt=0, le=3600)
 
     @field_validator("timezone")
     @classmethod
@@ -183,7 +187,8 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
 
     def path(self, value: str) -> Path:
-        """Resolve a configured path: absolute as is, relative to the working folder otherwise (as SQLite paths)."""
+        """A configured path as a :class:`Path` (:func:`load_settings` has already made the configured ones
+        absolute; one given otherwise resolves against the working folder)."""
         p = Path(value).expanduser()
         return p if p.is_absolute() else Path.cwd() / p
 
@@ -275,6 +280,7 @@ def model_registry(settings: Settings, *, encoder: SentenceEncoder | None = None
         build_dir=None if onnx else settings.path(settings.model.build_dir),
         threshold=settings.model.unclear_threshold,
         max_chars=settings.model.max_chars,
+        multilingual=settings.model.multilingual,
     )
 
 
@@ -302,25 +308,81 @@ def _parse_env_value(raw: str) -> Any:
 
 
 def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Read settings from ``path`` (optional) and the environment; raise :class:`ConfigError` naming bad keys."""
+    """Read settings from ``path`` (optional) and the environment; raise :class:`ConfigError` naming bad keys.
+
+    Relative paths in the settings (``bot.token_file``, a SQLite ``database.url``, ``pipeline.spool_dir``,
+    ``model.build_dir``, ``model.onnx_cache_dir``, ``prompts.dir``) are made absolute here: against the config
+    file's folder when there is a config file, else against the working folder (see :data:`PATH_KEYS`).
+    """
     environ = dict(os.environ) if environ is None else environ
     data: dict[str, Any] = {}
+    base = Path.cwd()
     if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"Config file {path} does not exist (copy config.example.toml).") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
+        data = _read_toml(path)
+        base = path.resolve().parent
+    for section_name, section in data.items():
+        if section_name in Settings.model_fields and not isinstance(section, dict):
+            raise ConfigError(f"Invalid configuration: [{section_name}] must be a table (a section), not a value.")
     if "token" in data.get("bot", {}):
         raise ConfigError(
             "[bot] token must not be in the config file; set DISCORD_TOKEN or point bot.token_file at a file."
         )
     data = _apply_env(data, environ)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    return resolve_paths(settings, base)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist (copy config.example.toml).") from None
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read ({exc.strerror or exc}).") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not UTF-8 text (byte {exc.start + 1}); save it as UTF-8.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
+
+
+#: Settings that name a file or folder: (section, key). A relative one resolves against the config file's folder.
+PATH_KEYS = (
+    ("bot", "token_file"),
+    ("pipeline", "spool_dir"),
+    ("model", "build_dir"),
+    ("model", "onnx_cache_dir"),
+    ("prompts", "dir"),
+)
+SQLITE_PREFIX = "sqlite+aiosqlite:///"
+
+
+def _absolute(value: str, base: Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def resolve_paths(settings: Settings, base: Path) -> Settings:
+    """``settings`` with every relative path (see :data:`PATH_KEYS`, and a SQLite file in ``database.url``) made
+    absolute against ``base``; empty values (meaning "none" or "the default") stay empty."""
+    updates: dict[str, BaseModel] = {}
+    for section_name, key in PATH_KEYS:
+        section = updates.get(section_name) or getattr(settings, section_name)
+        value = getattr(section, key)
+        if value:
+            updates[section_name] = section.model_copy(update={key: _absolute(value, base)})
+    url = settings.database.url
+    if url.startswith(SQLITE_PREFIX):
+        file, sep, query = url.removeprefix(SQLITE_PREFIX).partition("?")
+        if file and file != ":memory:" and not file.startswith("file:"):
+            updates["database"] = settings.database.model_copy(
+                update={"url": SQLITE_PREFIX + _absolute(file, base) + sep + query}
+            )
+    return settings.model_copy(update=updates) if updates else settings
 
 
 def _describe(exc: ValidationError) -> str:
@@ -343,9 +405,13 @@ def read_token(settings: Settings, environ: dict[str, str] | None = None) -> str
     if settings.bot.token_file:
         token_path = settings.path(settings.bot.token_file)
         try:
-            token = token_path.read_text(encoding="utf-8").strip()
+            token = token_path.read_bytes().decode("utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"bot.token_file {token_path} cannot be read ({exc.strerror}).") from None
+            raise ConfigError(f"bot.token_file {token_path} cannot be read ({exc.strerror or exc}).") from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"bot.token_file {token_path} is not UTF-8 text; it should hold only the token."
+            ) from None
         if token:
             return token
         raise ConfigError(f"bot.token_file {token_path} is empty.")

@@ -6,7 +6,8 @@ segments oldest first; a segment is deleted only after all its records reached t
 replay replays it again, which is harmless because every write it holds is idempotent (by message id).
 
 The folder is locked (``flock``) while a process uses it, so two processes never share a spool. Records that the
-database keeps refusing while it is up are moved to ``rejected.jsonl`` with the reason, never silently dropped.
+database keeps refusing while it is up are moved to ``rejected.jsonl`` with the reason, never silently dropped; it
+keeps their ids but never a message's text (which no privacy command could reach there).
 """
 
 from __future__ import annotations
@@ -177,12 +178,21 @@ class Spool:
             _fsync_dir(self.folder)
 
     def reject(self, record: Record, reason: str) -> None:
-        """Keep a record the database refuses (while up) in ``rejected.jsonl`` for a human to look at."""
+        """Keep a record the database refuses (while up) in ``rejected.jsonl`` for a human to look at: its ids and
+        the reason, with the length of its text in place of the text."""
+        kept = {k: v for k, v in record.items() if k != "content"}
+        if "content" in record:
+            kept["content_chars"] = len(str(record["content"]))
         with self._lock, (self.folder / REJECTED).open("a", encoding="utf-8") as out:
-            out.write(json.dumps({"reason": reason[:500], "record": record}, ensure_ascii=False) + "\n")
+            out.write(json.dumps({"reason": _without_text(reason)[:500], "record": kept}) + "\n")
         log.error(
             "A spooled %s write was refused by the database and kept in %s: %s", record.get("op"), REJECTED, reason
         )
+
+
+def _without_text(reason: str) -> str:
+    """A database error's first line: drivers append the statement's parameters (the text) after it."""
+    return reason.splitlines()[0] if reason else ""
 
 
 def _seq(path: Path) -> int:

@@ -139,6 +139,17 @@ class Metrics:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)
 
+    def totals(self) -> dict[str, int]:
+        """Replies received, stored, not stored again (duplicates), spooled and dropped since the start."""
+        names = {
+            "received": "stancebot_replies_received_total",
+            "stored": "stancebot_replies_stored_total",
+            "duplicates": "stancebot_replies_duplicate_total",
+            "spooled": "stancebot_writes_spooled_total",
+            "dropped": "stancebot_writes_dropped_total",
+        }
+        return {key: int(self.registry.get_sample_value(name) or 0) for key, name in names.items()}
+
     def lag(self, seconds: float) -> None:
         """One event-loop lag sample."""
         self.loop_lag.observe(seconds)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,6 +35,39 @@ class Runtime:
     services: Services
     engine: AsyncEngine
     observability: Observability | None = None
+
+    async def shutdown(self, timeout: float) -> bool:  # noqa: ASYNC109 - a plain deadline
+        """Stop gracefully within ``timeout`` seconds: stop reading gateway events, let the handlers already running
+        store (and classify) their replies, then :meth:`aclose` (queued writes go to the database, or to the spool
+        when it is down). ``False`` if the time ran out first (what was cut short is stored but unclassified, or
+        read again from channel history at the next start)."""
+        started = time.monotonic()
+        reserve = min(2.0, timeout / 4)  # for aclose: flushing queued writes and closing connections
+
+        def left() -> float:
+            return timeout - (time.monotonic() - started)
+
+        in_time = True
+        try:
+            await asyncio.wait_for(self.bot.stop_reading(), max(left() - reserve, 0.1))
+        except TimeoutError:
+            in_time = False
+        busy = self.bot.in_flight
+        if not await self.bot.wait_handled(left() - reserve):
+            log.warning("Stopping with %d replies still being handled; they are classified at the next start", busy)
+        try:
+            await asyncio.wait_for(self.aclose(), max(left(), 0.1))
+        except TimeoutError:
+            log.error("Shutdown took longer than %.1f s; stopped without finishing", timeout)
+            return False
+        totals = self.observability.metrics.totals() if self.observability is not None else {}
+        log.info(
+            "Stopped in %.1f s: %s",
+            time.monotonic() - started,
+            ", ".join(f"{value} replies {key}" for key, value in totals.items()) or "nothing received",
+            extra={"replies": totals},
+        )
+        return in_time
 
     async def aclose(self) -> None:
         """Close the bot (if started), finish queued writes, stop metrics, close the database engine."""
@@ -89,3 +126,59 @@ async def build_runtime(settings: Settings, *, encoder: SentenceEncoder | None =
     bot = Stancebot(services)
     observability = await start_observability(settings, bot, pipeline, service, metrics)
     return Runtime(bot, services, engine, observability)
+
+
+#: The signals that stop ``stancebot run`` and ``stancebot sandbox`` gracefully.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopSignals:
+    """While entered, SIGTERM and SIGINT set :attr:`received` (and call ``on_signal``) instead of killing the
+    process, so that a graceful stop can follow."""
+
+    def __init__(self, on_signal: Callable[[], object] | None = None) -> None:
+        self.received = asyncio.Event()
+        self.name = ""
+        self._on_signal = on_signal
+
+    def _handle(self, sig: signal.Signals) -> None:
+        if self.received.is_set():
+            return
+        self.name = sig.name
+        log.info("%s received: stopping", sig.name)
+        self.received.set()
+        if self._on_signal is not None:
+            self._on_signal()
+
+    def __enter__(self) -> StopSignals:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._handle, sig)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def serve(runtime: Runtime, token: str) -> bool:
+    """Run the bot until it stops or SIGTERM/SIGINT arrives, then stop gracefully within
+    ``general.shutdown_timeout_s``; ``True`` if everything was finished in time. A bot that fails (e.g. Discord
+    refuses the token) is closed and its error raised."""
+    timeout = runtime.services.settings.general.shutdown_timeout_s
+    with StopSignals() as signals:
+        runner = asyncio.create_task(runtime.bot.start(token), name="stancebot")
+        stopper = asyncio.create_task(signals.received.wait())
+        try:
+            await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if runner.done() and runner.exception() is not None:
+            await runtime.aclose()
+            raise runner.exception()  # type: ignore[misc]
+        try:
+            return await runtime.shutdown(timeout)
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)

@@ -81,3 +81,17 @@ def test_refused_records_are_kept_aside(tmp_path: Path) -> None:
     spool.close()
     [line] = (tmp_path / "s" / REJECTED).read_text(encoding="utf-8").splitlines()
     assert json.loads(line) == {"reason": "IntegrityError(...)", "record": {"op": "reply", "message_id": 1}}
+
+
+def test_refused_records_keep_no_message_text(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s")
+    spool.open()
+    record = {"op": "edit", "message_id": 7, "content": "my secret opinion", "edited_at": "2026-01-01T00:00:00"}
+    spool.reject(record, "DBAPIError: refused\n[parameters: ('my secret opinion',)]")
+    spool.close()
+    text = (tmp_path / "s" / REJECTED).read_text(encoding="utf-8")
+    assert "secret" not in text
+    assert json.loads(text) == {
+        "reason": "DBAPIError: refused",
+        "record": {"op": "edit", "message_id": 7, "edited_at": "2026-01-01T00:00:00", "content_chars": 17},
+    }

@@ -4,11 +4,14 @@ a model that fails. A small deterministic classifier stands in for the model (th
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select
 
@@ -18,10 +21,12 @@ from bot.core.service import StanceService
 from bot.core.stance import StanceResult
 from bot.durability import Spool
 from bot.pipeline import PipelineOptions, ReplyBufferedError, ReplyOutcome, ReplyPipeline
+from bot.storage.db import make_engine, make_sessionmaker, upgrade
 from bot.storage.models import Reply, Stance
 from bot.storage.records import NewReply, PostInfo
 from bot.storage.repository import Repository
 from bot.storage.writes import Writes
+from tests.conftest import PG_DSN, WANT_PG
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 FAST = PipelineOptions(write_max_wait_ms=1, retry_initial_s=0.02, retry_max_s=0.1, max_attempts=3)
@@ -241,3 +246,131 @@ async def test_when_the_spool_is_full_the_thread_is_caught_up_later(
     await pipeline.wait_idle(30)
     assert missed == [{post.thread_id}]
     assert len(await model_stances(repo)) == kept
+
+
+async def stored_text(repo: Repository, message_id: int) -> str | None:
+    async with repo.sessions() as session:
+        return await session.scalar(select(Reply.content).where(Reply.message_id == message_id))
+
+
+async def test_a_reply_with_nul_is_stored_and_classified_and_is_no_outage(
+    make: Any, post: PostInfo, repo: Repository, db_url: str, tmp_path: Path
+) -> None:
+    pipeline = make()
+    outcome = await reply(pipeline, post, 1, "it is\x00 fair\x1b[2J \ud800", wait=True)
+    assert outcome is not None and outcome.result.label == "fair"
+    on_pg = db_url.startswith("postgresql")
+    # PostgreSQL cannot hold U+0000: it keeps what Discord shows; SQLite keeps the text as written (well formed).
+    expected = "it is fair[2J \ufffd" if on_pg else "it is\x00 fair\x1b[2J \ufffd"
+    assert await stored_text(repo, 1) == expected
+    edited = await pipeline.on_edit(1, "now\x00 against\x00 it", T0)
+    assert edited is not None and edited.result.label == "unfair"
+    assert await stored_text(repo, 1) == ("now against it" if on_pg else "now\x00 against\x00 it")
+    assert await model_stances(repo) == {1: 2}
+    assert pipeline.database_up and not pipeline.degraded and pipeline.spooled == 0
+    assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+
+
+async def test_spooled_replies_the_database_refuses_are_stored_in_a_safe_form_not_rejected(
+    make: Any, post: PostInfo, repo: Repository, tmp_path: Path
+) -> None:
+    pipeline = make()
+    await reply(pipeline, post, 1, "first, fair", wait=True)
+    pipeline.outage.down = True
+    assert await reply(pipeline, post, 2, "un\x00fair \udcff") is None  # bytes decoded with surrogateescape
+    assert await pipeline.on_edit(1, "still\x00 fair", T0) is None
+    await asyncio.sleep(0.2)
+    assert pipeline.spooled == 2
+    pipeline.outage.down = False
+    await pipeline.wait_idle(30)
+    assert await model_stances(repo) == {1: 2, 2: 1}
+    assert (await stored_text(repo, 2) or "").replace("\x00", "") == "unfair \ufffd"
+    assert (await stored_text(repo, 1) or "").replace("\x00", "") == "still fair"
+    assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+
+
+async def test_a_reply_refused_for_something_else_is_not_an_outage_and_not_parked(
+    make: Any, post: PostInfo, repo: Repository, tmp_path: Path
+) -> None:
+    pipeline = make()
+    gone = replace(post, id=post.id + 999)  # a post the database does not have: the row breaks a foreign key
+    assert await reply(pipeline, gone, 1, "fair") is None
+    assert await reply(pipeline, post, 2, "fair", wait=True) is not None
+    assert pipeline.database_up and not pipeline.degraded
+    assert await stored_text(repo, 1) is None
+    assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+
+
+async def test_forget_me_and_mydata_reach_replies_waiting_in_the_spool(
+    make: Any, post: PostInfo, repo: Repository, tmp_path: Path
+) -> None:
+    pipeline = make()
+    pipeline.outage.down = True
+    author = 1000 + 5 % 37
+    await reply(pipeline, post, 5, "secret words, fair")
+    await asyncio.sleep(0.2)
+    assert pipeline.spooled == 1
+    assert any(b"secret words" in p.read_bytes() for p in (tmp_path / "spool").glob("segment-*"))
+    with pytest.raises(StorageError):
+        await pipeline.settle(timeout=0.3)  # still down: the privacy command says so rather than miss it
+    pipeline.outage.down = False
+    await pipeline.settle()
+    data = await repo.privacy.member_data(author)
+    assert [r["text"] for r in data["replies"]] == ["secret words, fair"]
+    await repo.privacy.forget_member(author)
+    assert (await repo.privacy.member_data(author))["replies"] == []
+    leftovers = [p for p in (tmp_path / "spool").iterdir() if p.is_file() and b"secret" in p.read_bytes()]
+    assert leftovers == []
+
+
+@pytest.fixture
+async def latin1_repo() -> AsyncIterator[Repository]:
+    """A migrated PostgreSQL database in LATIN1, which cannot hold most of Unicode."""
+    if not WANT_PG:
+        pytest.skip("STANCEBOT_TEST_POSTGRES=0: PostgreSQL variant left out on request")
+    name = f"stancebot_latin1_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(PG_DSN, timeout=5)
+    try:
+        await conn.execute(
+            f"CREATE DATABASE \"{name}\" ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    finally:
+        await conn.close()
+    url = PG_DSN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+        yield Repository(make_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+        conn = await asyncpg.connect(PG_DSN, timeout=5)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.mark.postgres
+async def test_text_a_database_cannot_hold_is_stored_in_a_safe_form(
+    latin1_repo: Repository, catalog: PromptCatalog, tmp_path: Path
+) -> None:
+    repo = latin1_repo
+    await repo.guilds.ensure_guild(1, "guild")
+    await repo.prompts.sync_prompt(catalog.get("alliance"))
+    post = await repo.prompts.record_post(
+        "alliance", guild_id=1, channel_id=10, message_id=11, thread_id=12, posted_by=5
+    )
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    pipeline = ReplyPipeline(Writes(repo.db), _service(catalog), spool=spool, options=FAST)
+    try:
+        kept = await reply(pipeline, post, 1, "café: fair", wait=True)  # LATIN1 holds this as written
+        safe = await reply(pipeline, post, 2, "日本 is fair\x00", wait=True)
+        assert kept is not None and safe is not None and safe.result.label == "fair"
+        assert await stored_text(repo, 1) == "café: fair"
+        assert await stored_text(repo, 2) == "\\u65e5\\u672c is fair"
+        assert pipeline.database_up and not pipeline.degraded
+        assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+    finally:
+        await pipeline.close()
+        await pipeline.service.close()

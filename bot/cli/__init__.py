@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from bot.cli.analyze import analyze
+from bot.cli.common import Group
 from bot.cli.db import db
 from bot.cli.export import export
 from bot.cli.model import evaluate, models, train
@@ -19,7 +20,7 @@ COMMANDS: tuple[click.Command, ...] = (run, sandbox, db, analyze, export, train,
 
 def build() -> click.Group:
     """The ``stancebot`` command with every subcommand."""
-    group = click.Group(
+    group = Group(
         "stancebot", help="Stancebot: posts discussion prompts on Discord and tallies the stances members take."
     )
     for command in COMMANDS:

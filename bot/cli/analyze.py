@@ -9,12 +9,15 @@ SQLite database through the same storage code as the bot, and writes ``digest.md
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import logging
+import os
+import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +26,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from bot.cli.common import config_option, fail, run_async, settings_from
+from bot.cli.common import Command, config_option, run_async, settings_from, user_errors
 from bot.config import Settings
 from bot.core.chart import render_chart
 from bot.core.digest import Digest, render_markdown, render_terminal
 from bot.core.errors import StancebotError
+from bot.core.export import SafeCsvWriter
+from bot.core.files import atomic_writer, write_bytes_atomic, write_text_atomic
 from bot.core.periods import PERIOD_KINDS, Cadence, as_utc, parse_kind, zone
 from bot.core.prompts import Prompt, PromptCatalog
 from bot.core.stance import StanceClassifier
 from bot.core.tally import Tally, render_table
+from bot.core.text import reply_text, terminal_safe
+from bot.storage.db import check_url, sqlite_url
 
 log = logging.getLogger(__name__)
 
@@ -67,51 +74,115 @@ class ChannelExport:
     skipped: int
 
 
+#: Discord ids are positive 64-bit numbers; the database stores them as signed 64-bit integers.
+MAX_ID = 2**63 - 1
+#: Message times an export can hold: from Discord's epoch (2015) to well after today.
+EARLIEST, LATEST = datetime(2015, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def _snowflake(value: Any, what: str) -> int:
+    """A Discord id given as a number or a string of digits (as DiscordChatExporter writes them)."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,19}", value.strip()):
+        number = int(value)
+    if number is None or not 0 <= number <= MAX_ID:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ExportError(f"{what} {shown} is not a Discord id.")
+    return number
+
+
+def _text(value: Any, what: str) -> str:
+    """A text field (``null`` is empty); anything else is a mistake, not something to store as its ``repr``."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ExportError(f"{what} must be text, not {type(value).__name__}.")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ExportError(f"{what} must be an object, not {type(value).__name__}.")
+    return value
+
+
+def _timestamp(value: Any, what: str) -> datetime:
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ExportError(f"{what} {value!r} is not a Discord id.") from None
+        when = as_utc(datetime.fromisoformat(_text(value, what).replace("Z", "+00:00")))
+    except ValueError:
+        raise ExportError(f"{what} is not a valid time.") from None
+    if not EARLIEST <= when < LATEST:
+        raise ExportError(f"{what} {when:%Y-%m-%d} is not a time a Discord message can have.")
+    return when
+
+
+def _load_json(path: Path) -> Any:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ExportError(
+            f"{path.name} is not UTF-8 text (byte {exc.start + 1}); DiscordChatExporter writes UTF-8, export it again."
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path.name} is not JSON ({exc.msg} at line {exc.lineno}).") from None
+    except RecursionError:
+        raise ExportError(f"{path.name} is nested too deeply to be an export.") from None
+
+
+def _content(value: Any, where: str) -> str:
+    """A message's text: ``null`` is an empty message (attachments only), never the word ``None``."""
+    try:
+        return reply_text(value)
+    except TypeError:
+        raise ExportError(f"{where} content must be text, not {type(value).__name__}.") from None
 
 
 def read_export(path: Path) -> ChannelExport:
-    """Parse a DiscordChatExporter JSON export; raise :class:`ExportError` naming what is missing."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{path.name} is not JSON ({exc.msg} at line {exc.lineno}).") from None
+    """Parse a DiscordChatExporter JSON export; raise :class:`ExportError` naming what is missing or malformed."""
+    data = _load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
         raise ExportError(
             f"{path.name} has no 'messages' list: export the channel with DiscordChatExporter using --format Json."
         )
-    guild, channel = data.get("guild") or {}, data.get("channel") or {}
+    guild, channel = _object(data.get("guild"), "guild"), _object(data.get("channel"), "channel")
     messages, skipped = [], 0
     for number, raw in enumerate(data["messages"], start=1):
+        where = f"{path.name}: message {number}"
         if not isinstance(raw, dict) or not isinstance(raw.get("author"), dict):
-            raise ExportError(f"{path.name}: message {number} has no author.")
+            raise ExportError(f"{where} has no author.")
         author = raw["author"]
-        if raw.get("type", "Default") not in MEMBER_MESSAGE_TYPES or author.get("isBot"):
+        kind = _text(raw.get("type", "Default"), f"{where} type")
+        if kind not in MEMBER_MESSAGE_TYPES or author.get("isBot") is True:
             skipped += 1
             continue
-        try:
-            timestamp = as_utc(datetime.fromisoformat(str(raw["timestamp"]).replace("Z", "+00:00")))
-        except (KeyError, ValueError):
-            raise ExportError(f"{path.name}: message {number} has no valid timestamp.") from None
+        if "timestamp" not in raw:
+            raise ExportError(f"{where} has no valid timestamp.")
+        author_id = _snowflake(author.get("id"), f"{where} author id")
+        name = _text(author.get("nickname"), f"{where} author nickname") or _text(
+            author.get("name"), f"{where} author name"
+        )
         messages.append(
             ExportMessage(
-                id=_snowflake(raw.get("id"), f"message {number} id"),
-                author_id=_snowflake(author.get("id"), f"message {number} author id"),
-                author_name=str(author.get("nickname") or author.get("name") or author.get("id")),
-                timestamp=timestamp,
-                content=str(raw.get("content") or ""),
+                id=_snowflake(raw.get("id"), f"{where} id"),
+                author_id=author_id,
+                author_name=name or str(author_id),
+                timestamp=_timestamp(raw["timestamp"], f"{where} timestamp"),
+                content=_content(raw.get("content"), where),
             )
         )
     messages.sort(key=lambda m: (m.timestamp, m.id))
     return ChannelExport(
         guild_id=_snowflake(guild.get("id", 0), "guild id"),
-        guild_name=str(guild.get("name") or ""),
+        guild_name=_text(guild.get("name"), "guild name"),
         channel_id=_snowflake(channel.get("id", 0), "channel id"),
-        channel_name=str(channel.get("name") or ""),
+        channel_name=_text(channel.get("name"), "channel name"),
         messages=messages,
         skipped=skipped,
     )
@@ -151,7 +222,7 @@ def progress_bar(console: Console) -> Progress:
 
 
 async def analyze_export(
-    export_path: Path,
+    export_path: Path | ChannelExport,
     prompt: Prompt,
     *,
     out_dir: Path,
@@ -170,9 +241,12 @@ async def analyze_export(
     from bot.storage.repository import Repository
 
     console = console or Console(stderr=True)
-    export = await asyncio.to_thread(read_export, export_path)
+    if isinstance(export_path, ChannelExport):
+        export = export_path
+    else:
+        export = await asyncio.to_thread(read_export, export_path)
     if not export.messages:
-        raise ExportError(f"{export_path.name} holds no member messages to analyse.")
+        raise ExportError("The export holds no member messages to analyse.")
     cadence = Cadence(parse_kind(period), tz=zone(tz).key)
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     engine = make_engine(database_url)
@@ -234,10 +308,11 @@ async def analyze_export(
 def _write_outputs(
     digest: Digest, export: ChannelExport, stances: dict[int, Any], csv_path: Path, md_path: Path, chart_path: Path
 ) -> None:
-    md_path.write_text(render_markdown(digest, chart=chart_path.name), encoding="utf-8")
-    chart_path.write_bytes(render_chart(digest))
-    with csv_path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
+    """Write the three files, each whole or not at all."""
+    write_text_atomic(md_path, render_markdown(digest, chart=chart_path.name))
+    write_bytes_atomic(chart_path, render_chart(digest))
+    with atomic_writer(csv_path) as handle:
+        writer = SafeCsvWriter(handle)
         writer.writerow(CSV_COLUMNS)
         for m in export.messages:
             st = stances.get(m.id)
@@ -256,13 +331,42 @@ def _write_outputs(
             )
 
 
+#: What ``analyze`` writes into its output folder (the database only when it makes its own).
+OUTPUTS = ("analysis.db", "stances.csv", "chart.png", "digest.md")
+
+
+def staging_folder(out: Path) -> Path:
+    """A fresh hidden folder inside ``out`` where a run builds its files (``out`` is created if missing)."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(tempfile.mkdtemp(prefix=".analyze-", suffix=".part", dir=out))
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(out)) from None
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move a finished run's files from ``staging`` over the previous ones in ``out`` (each by an atomic rename
+    in the same folder), then remove ``staging``."""
+    for name in OUTPUTS:
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+#: Models loaded in this process, by settings and prompt (a process that analyses several exports loads each once).
+_CLASSIFIERS: dict[tuple[str, str], StanceClassifier] = {}
+
+
 def _classifier_for(settings: Settings, prompt: Prompt) -> StanceClassifier:
     from bot.config import model_registry
 
-    return model_registry(settings).classifier(prompt)
+    key = (settings.model_dump_json(), repr(prompt))
+    if key not in _CLASSIFIERS:
+        _CLASSIFIERS[key] = model_registry(settings).classifier(prompt)
+    return _CLASSIFIERS[key]
 
 
-@click.command("analyze")
+@click.command("analyze", cls=Command)
 @click.argument("export", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--prompt", "prompt_id", required=True, help="The prompt whose stances to look for, e.g. alliance.")
 @click.option(
@@ -291,20 +395,60 @@ def analyze(
     batch_size: int,
     config: Path | None,
 ) -> None:
-    """Classify every message of a DiscordChatExporter JSON EXPORT and write digest.md, chart.png, stances.csv."""
+    """Classify every message of a DiscordChatExporter JSON EXPORT and write digest.md, chart.png, stances.csv.
+
+    The new files are built in a hidden folder inside OUT and replace the previous ones only once all of them are
+    written: a failed run leaves the previous analysis as it was."""
     settings = settings_from(config)
-    try:
+    with user_errors():
         catalog = PromptCatalog.from_dir(settings.prompts_dir())
         prompt = catalog.get(prompt_id)
         zone(tz or settings.general.timezone)
-    except StancebotError as exc:
-        fail(str(exc))
+        parsed = read_export(export)
+        if not parsed.messages:
+            raise ExportError(f"{export.name} holds no member messages to analyse.")
+        if database is not None:
+            check_url(database)
     out = out_dir or export.with_name(f"{export.stem}-stances")
-    if database is None:
-        (out / "analysis.db").unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-        database = f"sqlite+aiosqlite:///{out / 'analysis.db'}"
+    with user_errors("cannot write --out"):
+        staging = staging_folder(out)
+    try:
+        result = _analyze_into(settings, parsed, prompt, staging, database, tz, period, history, count_mode, batch_size)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replaced = [name for name in OUTPUTS if (out / name).exists() and (staging / name).exists()]
+    if replaced:
+        click.echo(f"Replacing the previous {', '.join(replaced)} in {out}.", err=True)
+    with user_errors("cannot write --out"):
+        publish(staging, out)
+    result = replace(
+        result,
+        out_dir=out,
+        database_url=database or sqlite_url(out / "analysis.db"),
+        csv_path=out / "stances.csv",
+        markdown_path=out / "digest.md",
+        chart_path=out / "chart.png",
+    )
+    report(result, Console(highlight=False, soft_wrap=True))
+
+
+def _analyze_into(
+    settings: Settings,
+    export: ChannelExport,
+    prompt: Prompt,
+    staging: Path,
+    database: str | None,
+    tz: str | None,
+    period: str,
+    history: int,
+    count_mode: str | None,
+    batch_size: int,
+) -> Analysis:
+    """Classify and store ``export`` with the files (and, unless ``database`` is given, a fresh database) in
+    ``staging``."""
     console = Console(stderr=True, highlight=False)
+    url = database or sqlite_url(staging / "analysis.db")
 
     async def _main() -> Analysis:
         console.print(f"Loading the stance model for [bold]{prompt.id}[/] …")
@@ -312,9 +456,9 @@ def analyze(
         return await analyze_export(
             export,
             prompt,
-            out_dir=out,
+            out_dir=staging,
             classifier=classifier,
-            database_url=database,
+            database_url=url,
             tz=tz or settings.general.timezone,
             period=period,
             history=history,
@@ -323,15 +467,14 @@ def analyze(
             console=console,
         )
 
-    result = run_async(_main)
-    report(result, Console(highlight=False, soft_wrap=True))
+    return run_async(_main)
 
 
 def report(result: Analysis, console: Console) -> None:
     """Print the digest and where the files are."""
-    console.print(Text(render_terminal(result.digest)))
+    console.print(Text(terminal_safe(render_terminal(result.digest))))
     console.print()
-    console.print(Text("Overall tally (the whole export)\n" + render_table(result.tally)))
+    console.print(Text(terminal_safe("Overall tally (the whole export)\n" + render_table(result.tally))))
     console.print()
     console.print(
         Text(

@@ -11,24 +11,29 @@ as the bot; writes to a file or to standard output.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 from sqlalchemy import inspect
 
-from bot.cli.common import config_option, run_async, settings_from
+from bot.cli.common import Command, config_option, fail, run_async, settings_from, user_errors
 from bot.core.errors import StancebotError
 from bot.core.export import FORMATS, corrections_to_jsonl, render_rows
-from bot.storage.db import database_errors, make_engine, make_sessionmaker
+from bot.core.files import write_text_atomic
+from bot.core.text import terminal_safe
+from bot.storage.db import check_url, database_errors, make_engine, make_sessionmaker
 from bot.storage.repository import Repository
 
 
 async def export_text(
     url: str, *, prompt: str | None, guild_id: int | None, fmt: str, corrections: bool
 ) -> tuple[str, int]:
-    """The export as text, and how many rows it holds."""
+    """The export as text, and how many rows it holds (never creates a database: a missing SQLite file is an
+    error)."""
     if not corrections and (prompt is None or guild_id is None):
         raise StancebotError("Give --prompt and --guild (or --corrections).")
+    check_url(url, must_exist=True)
     engine = make_engine(url)
     try:
         with database_errors(url):
@@ -47,9 +52,15 @@ async def export_text(
         await engine.dispose()
 
 
-@click.command("export")
+@click.command("export", cls=Command)
 @click.option("--prompt", "prompt", default=None, help="The prompt id, e.g. alliance (optional with --corrections).")
-@click.option("--guild", "guild_id", type=int, default=None, help="The server (guild) id whose replies to export.")
+@click.option(
+    "--guild",
+    "guild_id",
+    type=click.IntRange(0, 2**63 - 1),
+    default=None,
+    help="The server (guild) id whose replies to export.",
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
 @click.option("--corrections", is_flag=True, help="Export moderators' corrections as JSONL training data instead.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File (default: stdout).")
@@ -67,12 +78,16 @@ def export(
     """Export a prompt's replies and stances, or moderators' corrections for `stancebot train`."""
     settings = settings_from(config)
     url = database or settings.database.url
+    if out is not None and not out.parent.is_dir():
+        fail(f"--out {out}: the folder {out.parent} does not exist.")
     text, count = run_async(
         lambda: export_text(url, prompt=prompt, guild_id=guild_id, fmt=fmt, corrections=corrections)
     )
     if out is None:
-        click.echo(text, nl=False)
+        # Data for a pipe as it is; on a terminal, members' control characters are shown as escapes.
+        click.echo(terminal_safe(text) if sys.stdout.isatty() else text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        with user_errors("cannot write --out"):
+            write_text_atomic(out, text)
         what = "corrections" if corrections else "replies"
         click.echo(f"Wrote {count} {what} to {out}.", err=True)

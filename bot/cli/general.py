@@ -16,6 +16,7 @@ import numpy as np
 from bot.config import Settings, model_registry
 from bot.core import adapt, learning
 from bot.core.datasets import DataError, Example, for_prompt, load_jsonl
+from bot.core.files import write_text_atomic
 from bot.core.general import GeneralClassifier
 from bot.core.prompts import Prompt, load_prompt
 from bot.core.registry import ModelRegistry
@@ -82,8 +83,8 @@ def train_prompt_file_command(settings: Settings, prompt_file: Path, data_file: 
     started = time.perf_counter()
     head, figures = adapt.compare(base, [ex.text for ex in examples], [ex.label for ex in examples])
     out.mkdir(parents=True, exist_ok=True)
-    (out / HEAD_FILE).write_text(head.to_json(), encoding="utf-8")
-    (out / "prompt.toml").write_text(prompt_file.read_text(encoding="utf-8"), encoding="utf-8")
+    write_text_atomic(out / HEAD_FILE, head.to_json())
+    write_text_atomic(out / "prompt.toml", prompt_file.read_text(encoding="utf-8"))
     result = {
         "prompt": prompt.id,
         "base": base.version,

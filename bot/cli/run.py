@@ -2,40 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
-from bot.cli.common import config_option, fail, run_async, settings_from
+from bot.cli.common import Command, config_option, run_async, settings_from, user_errors
 from bot.config import read_token
 from bot.core.errors import StancebotError
+from bot.storage.db import check_url
 
 
-@click.command()
+@click.command(cls=Command)
 @config_option
 def run(config: Path | None) -> None:
-    """Connect to Discord with the token from DISCORD_TOKEN or bot.token_file."""
-    settings = settings_from(config)
-    try:
-        token = read_token(settings)
-    except StancebotError as exc:
-        fail(str(exc))
+    """Connect to Discord with the token from DISCORD_TOKEN or bot.token_file.
 
-    async def _main() -> None:
-        from bot.runtime import build_runtime
+    SIGTERM or SIGINT stops it gracefully (within general.shutdown_timeout_s): exit status 0."""
+    settings = settings_from(config)
+    with user_errors():
+        token = read_token(settings)
+        check_url(settings.database.url)
+
+    async def _main() -> bool:
+        import discord
+
+        from bot.runtime import build_runtime, serve
         from bot.storage.db import database_errors
 
         with database_errors(settings.database.url):
             runtime = await build_runtime(settings)
         try:
-            await runtime.bot.start(token)
-        finally:
-            await runtime.aclose()
+            return await serve(runtime, token)
+        except discord.LoginFailure:
+            raise StancebotError("Discord refused the token (DISCORD_TOKEN or bot.token_file): check it.") from None
 
-    run_async(_main)
+    if not run_async(_main):
+        sys.exit(1)
 
 
-@click.command()
+@click.command(cls=Command)
 @config_option
 @click.option(
     "--replies",
@@ -65,17 +74,36 @@ def sandbox(
     days: int,
     period: str | None,
 ) -> None:
-    """Run the real bot against a local Discord-compatible server: no token, no network."""
+    """Run the real bot against a local Discord-compatible server: no token, no network.
+
+    SIGTERM or SIGINT stops it gracefully (the reply in flight is stored): exit status 0."""
     settings = settings_from(config)
+    with user_errors():
+        if database is not None:
+            check_url(database)
+        if replies is not None:
+            from bot.sandbox.runner import load_replies
+
+            load_replies(replies)  # a bad file fails here, before anything starts
 
     async def _main() -> None:
+        from bot.runtime import StopSignals
+
         if days:
             from bot.sandbox.days import run_days
 
-            await run_days(settings, days, period=period, database=database)
-            return
-        from bot.sandbox.runner import run_sandbox
+            work: Coroutine[Any, Any, object] = run_days(settings, days, period=period, database=database)
+        else:
+            from bot.sandbox.runner import run_sandbox
 
-        await run_sandbox(settings, replies=replies, interactive=interactive, database=database)
+            work = run_sandbox(settings, replies=replies, interactive=interactive, database=database)
+        task: asyncio.Future[object] = asyncio.ensure_future(work)
+        with StopSignals(on_signal=task.cancel) as signals:
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not signals.received.is_set():
+                    raise
+                click.echo(f"Sandbox stopped ({signals.name}).", err=True)
 
     run_async(_main)

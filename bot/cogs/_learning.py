@@ -132,7 +132,7 @@ class PromptLearningCommands(commands.Cog):
         for start in range(0, len(replies), RECLASSIFY_BATCH):
             chunk = replies[start : start + RECLASSIFY_BATCH]
             results = await services.stance.classify_many(definition.id, [t for _, t in chunk], guild_id=guild_id)
-            version = results[0].version or version
+            version = services.stance.version(definition.id, guild_id)  # results routed elsewhere name their own
             outcome = await services.repo.learning.reclassify(
                 guild_id,
                 definition.id,

@@ -47,6 +47,7 @@ class ConfirmForget(discord.ui.View):
     async def confirm(self, interaction: discord.Interaction, _button: discord.ui.Button[ConfirmForget]) -> None:
         """Forget the member, then say what went."""
         self.stop()
+        await self.bot.services.pipeline.settle()  # replies still in the outage spool are forgotten too
         report = await self.bot.services.repo.privacy.forget_member(self.user_id)
         await delete_bot_messages(self.bot, report.review_messages)
         log.info("Forgot a member: %d replies in %d guilds", report.replies, len(report.guild_ids))
@@ -87,6 +88,7 @@ class PrivacyCommands(commands.Cog):
     @app_commands.command(name="mydata", description="Get a file with everything Stancebot stored about you")
     async def mydata(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.bot.services.pipeline.settle()  # replies still in the outage spool are included
         data = await self.bot.services.repo.privacy.member_data(interaction.user.id)
         limit = getattr(interaction, "filesize_limit", DEFAULT_UPLOAD_LIMIT) or DEFAULT_UPLOAD_LIMIT
         payload = check_size(member_data_to_json(data).encode(), limit, what="file of your data")

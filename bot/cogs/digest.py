@@ -49,7 +49,10 @@ class DiscordPublisher:
         self.bot = bot
 
     async def _channel(self, channel_id: int) -> discord.TextChannel | discord.Thread:
-        channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+        try:
+            channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+        except (discord.NotFound, discord.Forbidden):
+            raise StancebotError(f"Channel {channel_id} no longer exists or the bot cannot see it.") from None
         if not isinstance(channel, discord.TextChannel | discord.Thread):
             raise StancebotError(f"Channel {channel_id} is not a text channel or thread.")
         return channel

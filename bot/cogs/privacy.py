@@ -44,6 +44,7 @@ class Privacy(commands.Cog):
         days = self.bot.services.settings.privacy.retention_days
         if days <= 0:
             return 0
+        await self.bot.services.pipeline.settle()  # old replies still in the outage spool are purged too
         before = utcnow() - timedelta(days=days)
         total = 0
         while True:

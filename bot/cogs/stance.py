@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import NO_CONTENT_NOTE
+from bot.app import NO_CONTENT_NOTE, in_flight
 from bot.cogs._checks import command_allowed, moderator_only, server_only
 from bot.cogs._privacy_commands import PrivacyCommands
 from bot.cogs._prompts import prompt_autocomplete
@@ -80,6 +80,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
         return text.strip() if mentions else content
 
     @commands.Cog.listener()
+    @in_flight
     async def on_message(self, message: discord.Message) -> None:
         """Store and classify a member's reply in a prompt thread (never bots', webhooks' or the bot's own)."""
         if message.author.bot or message.webhook_id is not None or not isinstance(message.channel, discord.Thread):
@@ -107,6 +108,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
             await self._announce(outcome, message)
 
     @commands.Cog.listener()
+    @in_flight
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         """Reclassify an edited reply (unless its prompt is closed here)."""
         content = payload.data.get("content")
@@ -120,6 +122,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
             self.bot.dispatch("stance_recorded", outcome)
 
     @commands.Cog.listener()
+    @in_flight
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         """Retract a deleted reply."""
         if await self.bot.post_for_thread(payload.channel_id) is None:
@@ -128,6 +131,7 @@ class StanceCog(PrivacyCommands, commands.GroupCog, group_name="stance", group_d
             self.bot.dispatch("reply_retracted", payload.message_id)
 
     @commands.Cog.listener()
+    @in_flight
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
         """Retract replies a moderator purged in bulk."""
         if await self.bot.post_for_thread(payload.channel_id) is None:

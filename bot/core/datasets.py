@@ -19,10 +19,13 @@ from typing import Any
 
 from bot.assets import data_dir
 from bot.core.errors import StancebotError
+from bot.core.files import atomic_writer
 from bot.core.prompts import Prompt
 
 DATA_DIR = data_dir()
 SPLITS_DIR = DATA_DIR / "splits"
+#: The Japanese replies' splits (``ja/splits/<prompt>/{train,dev,test}.jsonl``), read by the multilingual heads.
+JA_SPLITS_DIR = DATA_DIR / "ja" / "splits"
 SPLITS = ("train", "dev", "test")
 #: The seed every split and every training run uses.
 SEED = 13
@@ -84,7 +87,7 @@ def load_jsonl(path: Path) -> list[Example]:
 def save_jsonl(path: Path, examples: Iterable[Example]) -> None:
     """Write examples as JSONL (UTF-8, one object per line)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
+    with atomic_writer(path) as fh:
         for ex in examples:
             fh.write(json.dumps(ex.to_dict(), ensure_ascii=False) + "\n")
 

@@ -7,8 +7,9 @@ What the numbers mean (the storage layer computes them this way, see :mod:`bot.s
   ``unclear`` when none does); with ``count_mode = "reply"`` every reply counts. The change since the previous
   period compares these shares, in percentage points, so it says how the discussion moved, not how many people
   joined. Members who opted out are left out.
-* **Activity**: replies written in the period (deleted ones left out), the distinct members who wrote them, and
-  how many of those replies the model could not place (``unclear``).
+* **Activity**: replies written in the period (deleted ones left out), the distinct members who wrote them, how
+  many of those replies the model could not place (``unclear``), and how many a model read in another language
+  than English (the multilingual path).
 * **Overall tally**: what ``/stance tally`` shows when the digest is made (every period, declared stances
   included).
 * **Declared stances**: members who declared a stance with the prompt's buttons, beside what the model says of
@@ -44,6 +45,8 @@ class PeriodFigures:
     members: int = 0
     classified: int = 0
     unclear: int = 0
+    #: Replies whose current stance a model gave reading them in another language than English.
+    other_language: int = 0
 
     @property
     def counted(self) -> int:
@@ -170,13 +173,16 @@ class Digest:
         return tuple(label for label in self.labels if label != UNCLEAR)
 
     def activity_sentence(self) -> str:
-        """E.g. ``123 replies from 45 members this week (+20 vs last week); 8% of the replies unclear``."""
+        """E.g. ``123 replies from 45 members this week (+20 vs last week); 6 read in another language; 8% of the
+        replies unclear`` (the other-language part only when there were some)."""
         cur, prev, period = self.current, self.previous, self.period
         replies = f"{cur.replies} repl{'y' if cur.replies == 1 else 'ies'}"
         members = f"{cur.members} member{'' if cur.members == 1 else 's'}"
         text = f"{replies} from {members} {period.this}"
         if prev is not None:
             text += f" ({signed(cur.replies - prev.replies)} vs {period.last})"
+        if cur.other_language:
+            text += f"; {cur.other_language} read in another language"
         if cur.classified:
             text += f"; {cur.unclear_share:.0%} of the replies unclear"
         return text

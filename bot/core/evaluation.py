@@ -199,3 +199,34 @@ def _throughput(
         out["pipeline_same_network_replies_per_s"] = round(same, 1)
         out["ratio_vs_same_network"] = round(batched / same, 2)
     return out
+
+
+def evaluate_other_language(
+    model: GatedClassifier, examples: Sequence[Example], labels: Sequence[str], *, speed: bool = True
+) -> dict[str, Any]:
+    """Figures on replies in another language (the Japanese splits): quality as the bot runs it, which path read
+    them (``routed``: the share the language detector sent to the multilingual model; the rest read as English)
+    and, with ``speed``, replies/s through the gate in one batch (best of two)."""
+    texts = [ex.text for ex in examples]
+    results = model.classify(texts)
+    pred = [r.label for r in results]
+    multilingual = model.multilingual
+    out: dict[str, Any] = {"model": multilingual.version if multilingual is not None else None, "n": len(examples)}
+    out["threshold"] = multilingual.threshold if multilingual is not None else None
+    out.update(quality([ex.label for ex in examples], pred, labels))
+    out["unclear_share"] = round(sum(p == UNCLEAR for p in pred) / max(1, len(pred)), 4)
+    stance = [(ex.label, p) for ex, p in zip(examples, pred, strict=True) if p != UNCLEAR]
+    out["stance_precision"] = round(sum(g == p for g, p in stance) / len(stance), 4) if stance else None
+    routed = [r.model_version is not None and r.model_version == out["model"] for r in results]
+    out["routed"] = round(sum(routed) / max(1, len(routed)), 4)
+    out["languages"] = {
+        code: sum(r.language == code for r in results) for code in sorted({str(r.language) for r in results})
+    }
+    if speed and texts:
+        best = float("inf")
+        for _ in range(2):
+            start = time.perf_counter()
+            model.classify(texts)
+            best = min(best, time.perf_counter() - start)
+        out["replies_per_s"] = round(len(texts) / best, 1)
+    return out

@@ -37,6 +37,9 @@ class ExportRow:
     source: str | None
     model_version: str | None
     counted: bool
+    #: The reply's language as the model path saw it (``en``, ``ja``...) and the encoder that read it.
+    language: str | None = None
+    encoder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,43 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: How a cell a spreadsheet would run as a formula starts (OWASP's CSV-injection rule), with the full-width
+#: forms some spreadsheets also accept.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a text cell that starts like a formula gets a leading ``'``.
+
+    Only text is changed (what members and moderators wrote, names, labels); numbers, negative ones included,
+    stay numbers.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class SafeCsvWriter:
+    """A :func:`csv.writer` whose every cell goes through :func:`spreadsheet_safe`: what every CSV export uses.
+
+    Rows end in CRLF (RFC 4180): the writer quotes only cells holding a character of the line ending, so with a
+    bare ``\\n`` a carriage return inside a reply would split its row.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._writer = csv.writer(handle, lineterminator="\r\n")
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        """Write one row."""
+        self._writer.writerow([spreadsheet_safe(cell) for cell in row])
+
+
 def rows_to_csv(rows: Iterable[ExportRow]) -> str:
-    """CSV with a header row; ids as text so spreadsheets keep all their digits."""
+    """CSV with a header row; ids as text so spreadsheets keep all their digits; cells that would run as
+    formulas neutralised."""
     out = io.StringIO()
     names = [f.name for f in fields(ExportRow)]
-    writer = csv.writer(out, lineterminator="\n")
+    writer = SafeCsvWriter(out)
     writer.writerow(names)
     for row in rows:
         values = [_plain(getattr(row, name)) for name in names]

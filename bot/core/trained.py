@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bot.core.encoder import SentenceEncoder
+from bot.core.files import write_json_atomic
 from bot.core.prompts import Prompt
 from bot.core.shipped import ModelEntry, ModelStore
 from bot.core.stance import StanceResult, best_labels, softmax
@@ -93,7 +94,7 @@ class HeadClassifier:
             "temperature": self.temperature,
             "version": self.version,
         }
-        (folder / MODEL_FILE).write_text(json.dumps({**meta, **info}, indent=2), encoding="utf-8")
+        write_json_atomic(folder / MODEL_FILE, {**meta, **info})
 
 
 def load_shipped(store: ModelStore, entry: ModelEntry, layout: SentenceEncoder) -> HeadClassifier:

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from bot.core.text import reply_text, well_formed
 from bot.durability import Record
 from bot.storage.records import NewReply, PostInfo
 
@@ -28,14 +29,19 @@ def reply_from_record(record: dict[str, Any]) -> NewReply:
         PostInfo(**record["post"]),
         int(record["message_id"]),
         int(record["author_id"]),
-        str(record["content"]),
+        reply_text(record["content"]),
         datetime.fromisoformat(record["created_at"]),
     )
 
 
 def edit_record(message_id: int, content: str, edited_at: datetime) -> Record:
-    """An edit of a stored reply."""
-    return {"op": "edit", "message_id": message_id, "content": content, "edited_at": edited_at.isoformat()}
+    """An edit of a stored reply (its text well formed, as JSON must be)."""
+    return {"op": "edit", "message_id": message_id, "content": well_formed(content), "edited_at": edited_at.isoformat()}
+
+
+def edit_from_record(record: dict[str, Any]) -> tuple[int, str, datetime]:
+    """The message id, text and time an ``edit`` record holds."""
+    return int(record["message_id"]), reply_text(record["content"]), datetime.fromisoformat(record["edited_at"])
 
 
 def delete_record(message_id: int) -> Record:

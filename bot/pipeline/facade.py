@@ -131,6 +131,20 @@ class ReplyPipeline:
                 raise TimeoutError("the reply pipeline did not settle")
             await asyncio.sleep(0.05)
 
+    async def settle(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109 - a plain deadline
+        """Replay the spool now: called before members' data is read or removed (``/stance mydata``,
+        ``/stance forget-me``, the retention purge), so that no reply waiting in the spool escapes them.
+
+        Raises :class:`StorageError` when the database is down or the spool is not replayed within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while self.degraded or self.recovery.queued:
+            if time.monotonic() > deadline:
+                raise StorageError("The database is catching up after an outage; try again in a minute.")
+            self._maintenance.start()
+            self._wake_up()
+            await asyncio.sleep(0.05)
+
     # -- events -------------------------------------------------------------------------------------------------
 
     async def on_reply(
@@ -281,7 +295,7 @@ class ReplyPipeline:
                 if not self.sweeper.give_up(reply):
                     return None
                 result = FAILED
-            version = result.version or self.service.version(reply.prompt_slug, reply.guild_id)
+            version = result.model_version or self.service.version(reply.prompt_slug, reply.guild_id)
             saved = await self._saver.submit(StanceWrite(reply, result, version))
             if not saved:
                 return None  # stale (edited, deleted, relabelled meanwhile) or the database failed: swept later

@@ -156,7 +156,13 @@ class ServerLearning:
         """The base with ``head``, behind the same checks as the model it replaces."""
         adapted = AdaptedClassifier(base, head)
         if isinstance(served, GatedClassifier):
-            return GatedClassifier(adapted, max_chars=served.max_chars, language_check=served.language_check)
+            return GatedClassifier(
+                adapted,
+                max_chars=served.max_chars,
+                multilingual=served.multilingual,
+                languages=served.languages,
+                detect=served.detect,
+            )
         return adapted
 
     async def load(self) -> int:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 
 from bot.core.errors import StorageError
 from bot.durability import Record, Spool
 from bot.pipeline.batcher import WriteBatcher
-from bot.pipeline.codec import reply_from_record
+from bot.pipeline.codec import edit_from_record, reply_from_record
 from bot.pipeline.events import PipelineObserver, PipelineOptions
 from bot.storage.writes import Writes
 
@@ -30,6 +29,18 @@ class Deferred:
 
 SPOOLED = Deferred("SPOOLED")
 DROPPED = Deferred("DROPPED")
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a write was refused, without the database's message (drivers quote the refused values in it): the
+    exception classes and the SQLSTATE code when there is one."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 4:
+        chain.append(seen)
+        seen = seen.__cause__ or getattr(seen, "orig", None)
+    codes = [str(code) for e in chain if (code := getattr(e, "sqlstate", None))]
+    return " <- ".join(type(e).__name__ for e in chain) + (f" (SQLSTATE {codes[0]})" if codes else "")
 
 
 class Recovery:
@@ -178,11 +189,12 @@ class Recovery:
             await self._apply_replies(run)
 
     async def _reject(self, record: Record, exc: Exception) -> None:
-        """A record the database refuses while it is up goes to ``rejected.jsonl``; one that failed because it is
-        down again raises (the segment is replayed after a backoff)."""
+        """A record the database refuses while it is up goes to ``rejected.jsonl`` (without its text: the store
+        already tried every safe form of it, so the refusal is not about the text); one that failed because it
+        is down again raises (the segment is replayed after a backoff)."""
         await self.writes.ping()
         assert self.spool is not None
-        await asyncio.to_thread(self.spool.reject, record, repr(exc))
+        await asyncio.to_thread(self.spool.reject, record, _reason(exc))
 
     async def _apply_replies(self, records: list[Record]) -> None:
         items = [reply_from_record(r) for r in records]
@@ -203,8 +215,7 @@ class Recovery:
     async def _apply_one(self, record: Record) -> None:
         try:
             if record.get("op") == "edit":
-                edited = datetime.fromisoformat(record["edited_at"])
-                await self.writes.edit_reply(int(record["message_id"]), str(record["content"]), edited)
+                await self.writes.edit_reply(*edit_from_record(record))
             elif record.get("op") == "delete":
                 await self.writes.delete_reply(int(record["message_id"]))
             else:

@@ -26,12 +26,16 @@ from rich.markup import escape
 
 from bot.assets import data_dir
 from bot.config import Settings
+from bot.core.files import write_bytes_atomic
 from bot.core.periods import zone
 from bot.core.prompts import UNCLEAR, Prompt, PromptCatalog
+from bot.core.text import terminal_safe
 from bot.sandbox.runner import SAMPLE_REPLIES, Sandbox, throwaway_settings
 from bot.storage.models import utcnow
 
 DIGEST_AT = time(9, 0)
+#: When the simulated clock starts on the first day (after the digest time: see :func:`run_days`).
+START_AT = time(9, 5)
 MEMBERS = 36
 #: Share of replies whose author also presses the stance button for what they meant.
 DECLARE_SHARE = 0.2
@@ -116,11 +120,12 @@ async def run_days(
     out = out_dir or Path(tempfile.mkdtemp(prefix="stancebot-digests-"))
     out.mkdir(parents=True, exist_ok=True)
     tz = zone(settings.general.timezone)
-    # Start on a Monday morning, `days` days ago, so the digests carry recent dates.
+    # Start on a Monday, `days` days ago, so the digests carry recent dates; just after the digest time, so the
+    # first digest covers the first period of replies rather than the empty one before.
     today = utcnow().astimezone(tz).date()
     first_day = today - timedelta(days=days)
     first_day -= timedelta(days=first_day.weekday())
-    clock = SimulatedClock(datetime.combine(first_day, time(7, 0), tzinfo=tz))
+    clock = SimulatedClock(datetime.combine(first_day, START_AT, tzinfo=tz))
     rng = random.Random(seed)
     lines = load_lines(prompt)
     snowflake = _Snowflakes()
@@ -135,6 +140,9 @@ async def run_days(
         async with Sandbox(settings, console) as sandbox:
             sandbox.world.runtime.services.clock = clock
             cog = await _digest_cog(sandbox)
+            # The simulation moves the clock itself and runs the scheduler at every moment something falls due, as
+            # the running bot's scheduler would (its own loop sleeps in real time, so it is stopped here).
+            await cog.scheduler.stop()
             digests = sandbox.server.create_channel(sandbox.world.guild, "digests")
             await sandbox.post_prompt(prompt.id)
             answer = await sandbox.server.slash(
@@ -152,9 +160,26 @@ async def run_days(
                 },
             )
             console.print(f"[bold magenta]moderator[/] /digest schedule {prompt.id} #digests Monday 09:00 {kind}")
-            console.print(f"[dim]{escape(_plain(answer.content))}[/]")
+            console.print(f"[dim]{_shown(_plain(answer.content))}[/]")
             thread_id = sandbox.threads[prompt.id]
-            post = await sandbox.world.runtime.services.repo.prompts.post_for_thread(thread_id)
+            repo = sandbox.world.runtime.services.repo
+            post = await repo.prompts.post_for_thread(thread_id)
+
+            async def advance(to: datetime) -> None:
+                """Move the clock to ``to``, running the scheduler at each moment on the way that something is due."""
+                last: datetime | None = None
+                while (due := await cog.scheduler.schedules.next_wakeup()) is not None and due <= to and due != last:
+                    last = due
+                    clock.now = max(clock.now, due)
+                    before = len(sandbox.server.bot_messages(digests.id))
+                    await cog.scheduler.run_due()
+                    for message, png in _new_digests(sandbox, digests.id, before):
+                        path = out / f"digest-{len(charts) + 1:02d}.png"
+                        write_bytes_atomic(path, png)
+                        charts.append(path)
+                        _print_digest(console, message, path)
+                clock.now = max(clock.now, to)
+
             members = [sandbox.world.member(f"member{n:02d}") for n in range(MEMBERS)]
             buttons: dict[int, str] = {}  # each member's declared stance
             for day in range(days):
@@ -168,10 +193,13 @@ async def run_days(
                 labels = dict.fromkeys(prompt.label_names, 0)
                 declared = 0
                 for when in times:
-                    clock.now = when
+                    await advance(when)
                     line = _pick(rng, lines, mix)
                     member = rng.choice(members)
-                    outcome = await _reply(sandbox, thread_id, member, line.text, snowflake(when))
+                    message_id = snowflake(when)
+                    while await repo.writes.known_message_ids([message_id]):  # an earlier run on this database
+                        message_id = snowflake(when)
+                    outcome = await _reply(sandbox, thread_id, member, line.text, message_id)
                     if outcome is not None:
                         labels[outcome] += 1
                     meant = line.label
@@ -187,15 +215,8 @@ async def run_days(
                 summary = ", ".join(f"{label} {n}" for label, n in labels.items() if n)
                 summary += f"; {declared} stance buttons pressed" if declared else ""
                 console.print(f"[cyan]{date:%a %d %b}[/] {count} replies: {summary}")
-                # The next morning, past the digest time: let the scheduler post whatever is due.
-                clock.now = datetime.combine(date + timedelta(days=1), time(9, 1), tzinfo=tz)
-                before = len(sandbox.server.bot_messages(digests.id))
-                await cog.scheduler.run_due()
-                for message, png in _new_digests(sandbox, digests.id, before):
-                    path = out / f"digest-{len(charts) + 1:02d}.png"
-                    path.write_bytes(png)
-                    charts.append(path)
-                    _print_digest(console, message, path)
+                # On to the next morning, past the digest time: the scheduler posts whatever falls due on the way.
+                await advance(datetime.combine(date + timedelta(days=1), START_AT, tzinfo=tz))
     console.rule("[bold]Done[/]")
     console.print(f"{len(charts)} digests posted; charts in {out}")
     return charts
@@ -250,11 +271,16 @@ def _plain(text: str) -> str:
     return re.sub(r"<t:(\d+):[A-Za-z]>", stamp, text)
 
 
+def _shown(text: str) -> str:
+    """Text from Discord as the terminal may print it: control characters as escapes, markup escaped."""
+    return escape(terminal_safe(text))
+
+
 def _print_digest(console: Console, message: dict[str, Any], chart: Path) -> None:
     embed = message["embeds"][0]
-    console.rule(f"[bold]#digests[/]: {escape(embed.get('title', ''))}")
-    console.print(escape(embed.get("description", "").replace("```", "").strip()))
+    console.rule(f"[bold]#digests[/]: {_shown(embed.get('title', ''))}")
+    console.print(_shown(embed.get("description", "").replace("```", "").strip()))
     for field in embed.get("fields", []):
         value = field["value"].split("\n[Jump", 1)[0]
-        console.print(f"[bold]{escape(field['name'].replace('`', ''))}[/]\n  {escape(value)}")
-    console.print(f"[dim]{escape(embed.get('footer', {}).get('text', ''))} · chart: {chart}[/]")
+        console.print(f"[bold]{_shown(field['name'].replace('`', ''))}[/]\n  {_shown(value)}")
+    console.print(f"[dim]{_shown(embed.get('footer', {}).get('text', ''))} · chart: {chart}[/]")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.config import Settings
+from bot.core.text import storage_forms
 from bot.pipeline import ReplyOutcome
 from bot.runtime import Runtime, build_runtime
 from bot.sandbox.server import LoopbackDiscord
@@ -65,7 +66,7 @@ async def running_bot(
             raise RuntimeError(f"The bot did not become ready on the loopback server within {timeout:.0f} s.")
         yield runtime
     finally:
-        await runtime.aclose()
+        await runtime.shutdown(settings.general.shutdown_timeout_s)
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -114,12 +115,14 @@ class World:
         timeout: float = 20,  # noqa: ASYNC109
         **kwargs: Any,
     ) -> ReplyOutcome:
-        """Send a message as a member and wait until the bot stored its stance."""
+        """Send a message as a member and wait until the bot stored its stance (its text in whichever of
+        :func:`~bot.core.text.storage_forms` the database holds)."""
         member = self.member(author)
+        forms = storage_forms(text)
         waiter = asyncio.ensure_future(
             self.bot.wait_for(
                 "stance_recorded",
-                check=lambda o: o.reply.author_id == member.id and o.reply.content == text,
+                check=lambda o: o.reply.author_id == member.id and o.reply.content in forms,
                 timeout=timeout,
             )
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,18 @@ def sample_texts(prompt: str) -> list[str]:
     """The labelled replies of a prompt (what members really write: 90-160 characters on average)."""
     path = DATA / f"{prompt}.jsonl"
     return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def mixed_texts(prompt: str, ja_share: float, *, seed: int = 13) -> list[str]:
+    """The prompt's English replies with ``ja_share`` of the pool replaced by its Japanese ones (the team-written
+    Japanese data, cycled), in a fixed-seed shuffled order so any stride through the pool sees about that share."""
+    english = sample_texts(prompt)
+    path = DATA / "ja" / f"{prompt}.jsonl"
+    japanese = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    n_ja = round(len(english) * ja_share)
+    pool = english[: len(english) - n_ja] + [japanese[i % len(japanese)] for i in range(n_ja)]
+    random.Random(seed).shuffle(pool)
+    return pool
 
 
 @dataclass

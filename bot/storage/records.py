@@ -9,6 +9,7 @@ from typing import Literal
 from bot.core.counting import CountMode as CountMode
 from bot.core.errors import StancebotError
 from bot.core.stance import StanceResult
+from bot.core.text import reply_text, well_formed
 
 PromptState = Literal["unposted", "open", "closed"]
 
@@ -63,13 +64,17 @@ class ReplyRef:
 
 @dataclass(frozen=True)
 class NewReply:
-    """A message to store as a reply to a prompt post."""
+    """A message to store as a reply to a prompt post; its text is made well formed (no lone surrogates), so
+    that the spool and every database can hold it."""
 
     post: PostInfo
     message_id: int
     author_id: int
     content: str
     created_at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "content", well_formed(reply_text(self.content)))
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,12 @@ _REPLY_COLUMNS = ("message_id", "post_id", "prompt_id", "guild_id", "channel_id"
 _REPLY_TYPES = ("bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "text", "timestamptz")
 _STANCE_COLUMNS = (
     *("reply_id", "prompt_id", "guild_id", "author_id", "label", "confidence", "model_version", "reason", "source"),
-    *("is_current", "counted", "created_at"),
+    *("is_current", "counted", "created_at", "language", "encoder"),
 )
-_STANCE_TYPES = (*("bigint",) * 4, "text", "float8", "text", "text", "text", "boolean", "boolean", "timestamptz")
+_STANCE_TYPES = (
+    *("bigint",) * 4,
+    *("text", "float8", "text", "text", "text", "boolean", "boolean", "timestamptz", "text", "text"),
+)
 
 
 def _unnest_insert(
@@ -154,8 +157,10 @@ async def lock_members(s: AsyncSession, members: Iterable[Member]) -> None:
 def stance_row(
     reply_id: int, member: Member, result: StanceResult, *, model_version: str, source: str, now: datetime
 ) -> dict[str, Any]:
-    """The ``stances`` row of a new current stance (version and reason cut to their columns' sizes)."""
+    """The ``stances`` row of a new current stance (version and reason cut to their columns' sizes); a result that
+    names its own model (the multilingual head's) is stored with that version."""
     prompt_id, guild_id, author_id = member
+    model_version = result.model_version or model_version
     return {
         "reply_id": reply_id,
         "prompt_id": prompt_id,
@@ -169,6 +174,8 @@ def stance_row(
         "is_current": True,
         "counted": False,
         "created_at": now,
+        "language": result.language[:8] if result.language else None,
+        "encoder": result.encoder[:40] if result.encoder else None,
     }
 
 

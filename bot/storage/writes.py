@@ -9,16 +9,21 @@ adds a second stance, and a stale one (the reply was edited, deleted or relabell
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from datetime import datetime
+from functools import partial
+from typing import TypeVar
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.core.errors import LabelError, PromptError
+from bot.core.errors import LabelError, PromptError, StorageError
 from bot.core.prompts import UNCLEAR, prompt_from_dict
 from bot.core.stance import StanceResult
+from bot.core.text import storage_forms, well_formed
 from bot.storage.base import Store
 from bot.storage.models import DeclaredStance, PromptPost, PromptRow, Reply, ReviewItem, utcnow
 from bot.storage.records import (
@@ -46,6 +51,17 @@ from bot.storage.rules import (
 
 __all__ = ["DATABASE_ERRORS", "Writes"]
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _ref(item: NewReply, inserted: dict[int, int]) -> ReplyRef | None:
+    """The stored reply ``item`` became (taken out of ``inserted``: a second one with its id gets ``None``)."""
+    reply_id = inserted.pop(item.message_id, None)
+    if reply_id is None:
+        return None
+    return ReplyRef(reply_id, item.message_id, item.post.prompt_slug, item.post.guild_id, item.author_id, item.content)
+
 
 class Writes(Store):
     """Replies, model stances, edits, deletions and declared stances: batched, each method one transaction."""
@@ -63,27 +79,54 @@ class Writes(Store):
 
     async def add_replies(self, items: Sequence[NewReply]) -> list[ReplyRef | None]:
         """Store each reply once, as ``pending``; ``None`` for a message id already stored (also earlier in the
-        batch) and for authors who opted out in that guild (their text is not stored at all)."""
+        batch) and for authors who opted out in that guild (their text is not stored at all).
+
+        A batch the database refuses while it answers is stored reply by reply, each in the first of its text's
+        :func:`~bot.core.text.storage_forms` the database holds; :class:`StorageError` means it is down.
+        """
         if not items:
             return []
+        try:
+            async with self._tx() as s:
+                inserted = await insert_replies(s, items)
+        except StorageError:
+            await self.ping()
+            return [await self._held(item.content, item.message_id, partial(self._add_one, item)) for item in items]
+        return [_ref(item, inserted) for item in items]
+
+    async def _add_one(self, item: NewReply, content: str) -> ReplyRef | None:
+        stored = replace(item, content=content)
         async with self._tx() as s:
-            inserted = await insert_replies(s, items)
-        results: list[ReplyRef | None] = []
-        for item in items:
-            reply_id = inserted.pop(item.message_id, None)
-            results.append(
-                None
-                if reply_id is None
-                else ReplyRef(
-                    reply_id, item.message_id, item.post.prompt_slug, item.post.guild_id, item.author_id, item.content
-                )
-            )
-        return results
+            inserted = await insert_replies(s, [stored])
+        return _ref(stored, inserted)
+
+    async def _held(self, content: str, message_id: int, write: Callable[[str], Awaitable[T]]) -> T | None:
+        """``write`` with each storage form of ``content`` until the database holds one; ``None`` when it refuses
+        them all while it answers (logged: that is not about the text). Raises :class:`StorageError` if it is down."""
+        for number, form in enumerate(storage_forms(content)):
+            try:
+                result = await write(form)
+            except StorageError:
+                await self.ping()
+                continue
+            if number:
+                log.warning("Reply %s: the database refused its text as written; stored it in a safe form", message_id)
+            return result
+        log.error("Reply %s was refused by the database in every form of its text; not stored", message_id)
+        return None
 
     async def edit_reply(self, message_id: int, content: str, edited_at: datetime) -> ReplyRef | None:
         """Store an edit; returns the reply to reclassify, or ``None`` if the message is not a stored reply, its
-        text did not change, its prompt is closed here, or its author opted out."""
-        async with self.transaction() as s:
+        text did not change, its prompt is closed here, or its author opted out. The text is stored like a new
+        reply's (:meth:`add_replies`)."""
+        try:
+            return await self._edit(message_id, well_formed(content), edited_at)
+        except StorageError:
+            await self.ping()
+        return await self._held(content, message_id, lambda form: self._edit(message_id, form, edited_at))
+
+    async def _edit(self, message_id: int, content: str, edited_at: datetime) -> ReplyRef | None:
+        async with self._tx() as s:
             row = (
                 await s.execute(
                     select(Reply, PromptPost.closed_at, PromptRow.slug)
@@ -209,9 +252,26 @@ class Writes(Store):
     ) -> set[int]:
         """Store replies already classified (``stancebot analyze``) not stored yet, with their stances; returns the
         authors of the new ones. Which stances count is left to :meth:`recount_authors`, called once all batches
-        are in (one recount per member instead of one per batch)."""
+        are in (one recount per member instead of one per batch). Text the database refuses is stored as in
+        :meth:`add_replies`."""
         if not replies:
             return set()
+        try:
+            return await self._store_classified(post, replies, model_version)
+        except StorageError:
+            await self.ping()
+        authors: set[int] = set()
+        for item, result in replies:
+
+            async def one(form: str, item: NewReply = item, result: StanceResult = result) -> set[int]:
+                return await self._store_classified(post, [(replace(item, content=form), result)], model_version)
+
+            authors |= await self._held(item.content, item.message_id, one) or set()
+        return authors
+
+    async def _store_classified(
+        self, post: PostInfo, replies: Sequence[tuple[NewReply, StanceResult]], model_version: str
+    ) -> set[int]:
         async with self.transaction() as s:
             inserted = await insert_replies(s, [item for item, _ in replies], status="classified")
             now = utcnow()

@@ -1,7 +1,7 @@
 """prompt heads: per guild and prompt, the heads learned from the server's labels
 
 Revision ID: 0005_prompt_heads
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-07 19:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_prompt_heads"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

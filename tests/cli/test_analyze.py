@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,11 +16,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
+from sqlalchemy import select
 
-from bot.cli.analyze import ExportError, analyze, analyze_export, read_export
+from bot.cli.analyze import ExportError, analyze, analyze_export, read_export, report
 from bot.core.prompts import UNCLEAR, PromptCatalog
 from bot.core.stance import StanceResult
 from bot.storage.db import make_engine, make_sessionmaker, sqlite_url
+from bot.storage.models import Reply
 from bot.storage.repository import Repository
 
 GUILD_ID, CHANNEL_ID = 900000000000000001, 900000000000000002
@@ -192,3 +195,111 @@ def test_cli_with_the_real_model(tmp_path: Path) -> None:
     unknown = CliRunner().invoke(analyze, [str(export), "--prompt", "nope"])
     assert unknown.exit_code == 2
     assert "Unknown prompt 'nope'" in unknown.output
+
+
+def test_a_failed_analyze_keeps_the_previous_analysis(tmp_path: Path) -> None:
+    """A run that fails (a bad export, a database that refuses) leaves the previous files as they were; a run that
+    succeeds replaces all of them together, so the database, the CSV and the digest stay in step."""
+    from bot.cli.analyze import OUTPUTS
+    from tests.cli.helpers import invoke, one_clear_line
+
+    export, out = tmp_path / "small.json", tmp_path / "o"
+    make_export(export, 40, members=8)
+    first = invoke("analyze", str(export), "--prompt", "alliance", "--out", str(out))
+    assert first.exit_code == 0, first.stderr
+    before = {name: (out / name).read_bytes() for name in OUTPUTS}
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"messages": [', encoding="utf-8")
+    result = invoke("analyze", str(bad), "--prompt", "alliance", "--out", str(out))
+    one_clear_line(result.exit_code, result.stderr, "bad.json is not JSON")
+    down = "postgresql+asyncpg://nobody@127.0.0.1:1/nowhere"  # fails after the model is loaded and the run began
+    result = invoke("analyze", str(export), "--prompt", "alliance", "--out", str(out), "--database", down)
+    one_clear_line(result.exit_code, result.stderr, "Cannot reach the database")
+    assert {name: (out / name).read_bytes() for name in OUTPUTS} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)  # nothing half-built left behind
+
+    second = tmp_path / "second.json"
+    make_export(second, 25, members=5, seed=9)
+    result = invoke("analyze", str(second), "--prompt", "alliance", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert "Replacing the previous analysis.db, stances.csv, chart.png, digest.md" in result.stderr
+    with (out / "stances.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with sqlite3.connect(out / "analysis.db") as conn:
+        stored = {str(mid) for (mid,) in conn.execute("SELECT message_id FROM replies")}
+    assert stored == {r["message_id"] for r in rows} and len(rows) == 23  # 25 less a join and a bot message
+
+
+def _hostile_export(path: Path, contents: list[Any]) -> None:
+    messages = [
+        {
+            "id": str(800000000000000100 + i),
+            "type": "Default",
+            "timestamp": (START + timedelta(minutes=i)).isoformat(),
+            "content": content,
+            "author": _user(i) | ({"nickname": "=cmd|' /C calc'!A0"} if i == 0 else {}),
+        }
+        for i, content in enumerate(contents)
+    ]
+    data = {"guild": {"id": str(GUILD_ID), "name": "g"}, "channel": {"id": str(CHANNEL_ID), "name": "c"}}
+    path.write_text(json.dumps(data | {"messages": messages}), encoding="utf-8")
+
+
+HOSTILE_CONTENTS = [
+    '=HYPERLINK("http://evil.example","x") pay more \x1b[2J\x00',
+    "+1 it's fair \x1b[2J",
+    "-1 both \x1b]0;owned\x07",
+    "@SUM(A1) both sides \u202e",
+    None,
+    "\tfair \x1b[2J",
+]
+
+
+async def test_analyze_stores_hostile_text_writes_inert_csv_and_prints_escapes(
+    tmp_path: Path, catalog: PromptCatalog, db_url: str
+) -> None:
+    export = tmp_path / "hostile.json"
+    _hostile_export(export, HOSTILE_CONTENTS)
+    screen = io.StringIO()
+    result = await analyze_export(
+        export,
+        catalog.get("alliance"),
+        out_dir=tmp_path / "out",
+        classifier=KeywordClassifier(),
+        database_url=db_url,
+        console=Console(file=screen),
+    )
+    assert result.stored == len(HOSTILE_CONTENTS)
+    with result.csv_path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["stance"] for r in rows] == ["unfair", "fair", "mutual_benefit", "mutual_benefit", UNCLEAR, "fair"]
+    assert [r["text"][:2] for r in rows] == ["'=", "'+", "'-", "'@", "", "'\t"]
+    assert rows[0]["author"] == "'=cmd|' /C calc'!A0"
+    assert rows[4]["text"] == ""  # null content: an empty message
+    engine = make_engine(db_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            stored = dict((await session.execute(select(Reply.message_id, Reply.content))).all())
+    finally:
+        await engine.dispose()
+    assert "None" not in stored.values()
+    first = stored[800000000000000100]
+    if "postgresql" in db_url:  # it cannot hold U+0000: the text as Discord shows it
+        assert first == HOSTILE_CONTENTS[0].replace("\x00", "").replace("\x1b", "")
+    else:
+        assert first == HOSTILE_CONTENTS[0]
+    assert first.startswith("=HYPERLINK")
+
+    shown = io.StringIO()
+    report(result, Console(file=shown, width=200))
+    out = shown.getvalue()
+    assert "\\x1b[2J" in out or "\\x1b]0;owned" in out or "\\u202e" in out  # a quoted reply, escaped
+    assert not any(ch in out for ch in "\x1b\x00\x07\u202e")
+
+
+def test_analyze_refuses_text_that_is_not_text(tmp_path: Path) -> None:
+    export = tmp_path / "odd.json"
+    _hostile_export(export, ["fine", 42])
+    with pytest.raises(ExportError, match="message 2 content must be text, not int"):
+        read_export(export)

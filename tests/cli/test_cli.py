@@ -26,6 +26,7 @@ def stancebot(
         text=True,
         env={**base, **(env or {})},
         cwd=cwd or ROOT,
+        stdin=subprocess.DEVNULL,  # no terminal: commands that would ask must refuse instead
         timeout=120,
         check=False,
     )
@@ -72,8 +73,9 @@ def test_db_upgrade_and_downgrade_on_a_sqlite_file(tmp_path: Path) -> None:
     up = stancebot("db", "upgrade", env=env)
     assert up.returncode == 0, up.stderr
     assert "upgraded to head" in up.stdout
-    down = stancebot("db", "downgrade", "base", env=env)
+    down = stancebot("db", "downgrade", "base", "--yes", env=env)
     assert down.returncode == 0, down.stderr
+    assert "undoing:" in down.stderr and "0001 initial schema" in down.stderr  # what it did, said first
 
 
 def test_sandbox_with_a_bad_replies_file(tmp_path: Path) -> None:

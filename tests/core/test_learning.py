@@ -153,14 +153,14 @@ async def test_the_service_serves_an_installed_head_and_each_result_names_its_mo
     try:
         before = await service.classify(prompt.id, examples[0].text, guild_id=5)
         served = await service.served(prompt.id, 5)
-        assert before.version == served.version
+        assert before.model_version == served.version
         base, _ = learning.split_served(served)
         assert base is not None
         head = learning.train(base, _labelled(examples[:40])).head
         assert isinstance(served, GatedClassifier)
         service.install(prompt.id, 5, GatedClassifier(adapt.AdaptedClassifier(base, head)))
         after = await service.classify(prompt.id, examples[0].text, guild_id=5)
-        assert after.version == f"{base.version}+{head.version}" == service.version(prompt.id, 5)
-        assert after.version != before.version
+        assert after.model_version == f"{base.version}+{head.version}" == service.version(prompt.id, 5)
+        assert after.model_version != before.model_version
     finally:
         await service.close()

@@ -54,7 +54,7 @@ def test_every_shipped_file_matches_the_manifest_and_each_seed_prompt_has_a_mode
         assert store.manifest["models"][prompt.id]["data_hash"]
     # one shared tokenizer, one weights file a model
     onnx_files = sorted(p.relative_to(SHIPPED).as_posix() for p in SHIPPED.rglob("*.onnx"))
-    assert onnx_files == sorted(f"{name}/{WEIGHTS}" for name in store.names)
+    assert onnx_files == sorted(f"{name}/{WEIGHTS}" for name in store.names if not name.startswith("multilingual-"))
     assert sorted(p.name for p in store.tokenizer_dir.iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
 
 

@@ -79,7 +79,7 @@ def test_gate_answers_what_the_model_cannot_judge(gated: GatedClassifier) -> Non
     assert all(r.reason for r in results)
     assert results[0].reason == "empty reply"
     assert "emoji" in (results[2].reason or "")
-    assert (results[3].reason or "").startswith("language: CJK")
+    assert (results[3].reason or "").startswith("language: Japanese")
     assert (results[4].reason or "").startswith("language: German")
 
 
