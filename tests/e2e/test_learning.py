@@ -155,3 +155,7 @@ async def test_a_new_prompt_learns_from_its_members_and_serves_the_better_model(
         f"{t.record.version}: {t.outcome.summary}"[:200] for t in trainings if t.outcome.switch
     )
     assert len([a for a in audit if a.action == "model_kept"]) == sum(not t.outcome.switch for t in trainings)
+
+    # a seed prompt keeps its own trained model; any member may ask
+    seed = _embed_text(await world.slash(world.member("m0"), "prompt", "info", prompt="alliance"))
+    assert "does not learn from the server" in seed and services.stance.version("alliance", world.guild.id) in seed
