@@ -15,7 +15,7 @@ from bot.cogs._prompts import prompt_autocomplete
 from bot.cogs._schedule import when
 from bot.core.moderation import AuditRecord
 from bot.pipeline.learning import Trained
-from bot.storage.learning import HeadRecord
+from bot.storage.learning import HeadRecord, Reclassified
 from bot.storage.records import DeclareResult
 
 if TYPE_CHECKING:
@@ -138,12 +138,15 @@ class PromptLearningCommands(commands.Cog):
                 definition.id,
                 [(rid, text, res) for (rid, text), res in zip(chunk, results, strict=True)],
                 model_version=version,
-                actor_id=interaction.user.id,
             )
             done, changed = done + outcome.replies, changed + outcome.changed
+        record = await services.repo.learning.record_reclassify(
+            guild_id, definition.id, Reclassified(done, changed), model_version=version, actor_id=interaction.user.id
+        )
         log.info("Guild %s re-classified %d replies of prompt %s with %s", guild_id, done, definition.id, version)
         await interaction.followup.send(
             f"Re-classified {done} open replies of **{definition.id}** with `{version}`: {changed} changed stance.",
             ephemeral=True,
             allowed_mentions=NONE,
         )
+        self.bot.dispatch("stance_audit", record)

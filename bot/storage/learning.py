@@ -80,6 +80,23 @@ def _record(row: PromptHeadRow, slug: str) -> HeadRecord:
     )
 
 
+def _audit(entry: AuditEntry, slug: str) -> AuditRecord:
+    return AuditRecord(
+        entry.id,
+        entry.guild_id,
+        entry.action,
+        slug,
+        None,
+        None,
+        None,
+        entry.actor_id,
+        None,
+        None,
+        entry.detail,
+        as_utc(entry.created_at),
+    )
+
+
 class Learning(Store):
     """Labels, heads and re-classification; every method is one transaction."""
 
@@ -195,21 +212,7 @@ class Learning(Store):
             )
             s.add_all([row, entry])
             await s.flush()
-            audit = AuditRecord(
-                entry.id,
-                guild_id,
-                entry.action,
-                slug,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                entry.detail,
-                entry.created_at,
-            )
-            return _record(row, slug), audit
+            return _record(row, slug), _audit(entry, slug)
 
     async def deactivate(self, guild_id: int, slug: str) -> None:
         """No head serves the prompt any more (its labels changed, or its base did)."""
@@ -251,11 +254,10 @@ class Learning(Store):
         results: Sequence[tuple[int, str, StanceResult]],
         *,
         model_version: str,
-        actor_id: int,
     ) -> Reclassified:
         """Give each ``(reply id, text it was classified from, result)`` its new model stance, unless the reply
-        was edited, deleted or labelled by a moderator meanwhile; recount, update the review queue and write one
-        ``reclassify`` audit entry."""
+        was edited, deleted or labelled by a moderator meanwhile; recount and update the review queue. (A command
+        that re-classifies in several calls records them once: :meth:`record_reclassify`.)"""
         async with self.transaction() as s:
             prow = await require_prompt_row(s, slug, guild_id)
             wanted = {rid: (text, result) for rid, text, result in results}
@@ -282,13 +284,22 @@ class Learning(Store):
             await add_stances(s, rows)
             await update_reviews(s, reviews, below=self.db.review_below)
             await recount(s, members, self.db.rules)
-            s.add(
-                AuditEntry(
-                    guild_id=guild_id,
-                    action="reclassify",
-                    prompt_id=prow.id,
-                    actor_id=actor_id,
-                    detail=f"{len(rows)} replies, {changed} changed, with {model_version}"[:200],
-                )
-            )
             return Reclassified(len(rows), changed)
+
+    async def record_reclassify(
+        self, guild_id: int, slug: str, done: Reclassified, *, model_version: str, actor_id: int
+    ) -> AuditRecord:
+        """One ``reclassify`` audit entry for a moderator's re-classification of a prompt."""
+        async with self.transaction() as s:
+            prow = await require_prompt_row(s, slug, guild_id)
+            entry = AuditEntry(
+                guild_id=guild_id,
+                action="reclassify",
+                prompt_id=prow.id,
+                actor_id=actor_id,
+                detail=f"{done.replies} replies, {done.changed} changed, with {model_version}"[:200],
+                created_at=utcnow(),
+            )
+            s.add(entry)
+            await s.flush()
+            return _audit(entry, slug)

@@ -137,16 +137,22 @@ async def test_reclassify_replaces_model_stances_of_open_replies_only(repo: Repo
         "alliance",
         [(a, "reply 1", StanceResult("fair", 0.9)), (b, "reply 2", StanceResult("unfair", 0.9))],
         model_version="similarity:test+adapted:30:abcd",
-        actor_id=MOD,
     )
     assert (done.replies, done.changed) == (1, 1)
+    logged = await repo.learning.record_reclassify(
+        G, "alliance", done, model_version="similarity:test+adapted:30:abcd", actor_id=MOD
+    )
     stances = {m: (s.label, s.model_version) for m, s in (await repo.tallies.current_stances(post)).items()}
     assert stances[1] == ("fair", "similarity:test+adapted:30:abcd")
     assert stances[3][1] == "moderator"
     tally = await repo.tallies.tally(catalog.get("alliance"), G)  # was unfair 2 (replies 1, 3), fair 1 (reply 2)
     assert (tally.counts["fair"], tally.counts["unfair"]) == (2, 1)
     [entry] = [e for e in await repo.moderation.audit_recent(G) if e.action == "reclassify"]
-    assert entry.actor_id == MOD and entry.detail == "1 replies, 1 changed, with similarity:test+adapted:30:abcd"
+    assert (
+        entry.id == logged.id
+        and entry.actor_id == MOD
+        and entry.detail == "1 replies, 1 changed, with similarity:test+adapted:30:abcd"
+    )
 
     await repo.prompts.set_prompt_closed("alliance", G, closed=True, actor_id=MOD)
     assert await repo.learning.open_model_replies(G, "alliance") == []
