@@ -19,6 +19,7 @@ from bot.core.prompts import Prompt, PromptCatalog
 from bot.core.service import StanceService
 from bot.heap import freeze_heap, thaw_heap
 from bot.pipeline import ReplyPipeline
+from bot.pipeline.learning import ServerLearning
 from bot.storage.records import PostInfo
 from bot.storage.repository import Repository
 
@@ -52,6 +53,8 @@ class Services:
     pipeline: ReplyPipeline
     #: What time it is (aware UTC); ``None`` means the real clock. Tests and the sandbox set a fake one.
     clock: Callable[[], datetime] | None = None
+    #: Learning from the server (``None``: off).
+    learning: ServerLearning | None = None
 
 
 class _HasBot(Protocol):
@@ -139,10 +142,21 @@ class Stancebot(commands.AutoShardedBot):
         else:
             await self.tree.sync()
         await self.services.stance.warm_up()
+        await self._start_learning()
         if self.services.settings.general.freeze_gc:
             freeze_heap()
             self._heap_frozen = True
         await self.services.pipeline.resume()
+
+    async def _start_learning(self) -> None:
+        """Serve the heads learned before this start, then check every prompt the guilds added for labels that
+        arrived meanwhile (in the background)."""
+        learning = self.services.learning
+        if learning is None:
+            return
+        await learning.load()
+        for prompt, guild_id in await self.services.repo.prompts.guild_added_prompts():
+            learning.poke(guild_id, prompt.id)
 
     async def _detect_message_content(self) -> None:
         """Ask for message content only if the application may have it; otherwise say so and work without it.
@@ -259,6 +273,8 @@ class Stancebot(commands.AutoShardedBot):
     async def close(self) -> None:
         """Stop the stance worker, then disconnect (a client that never logged in has nothing to disconnect:
         discord.py's ``AutoShardedClient.close`` fails before ``login``); give a frozen heap back to the collector."""
+        if self.services.learning is not None:
+            await self.services.learning.close()
         await self.services.stance.close()
         if self._login_started:
             await super().close()

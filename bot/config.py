@@ -113,6 +113,14 @@ class ModerationSettings(_Section):
     review_below: float = Field(default=0.6, ge=0.0, le=1.0)
 
 
+class LearningSettings(_Section):
+    """Learning from the server: a prompt's own head trained on its members' and moderators' labels."""
+
+    enabled: bool = True
+    min_labels: int = Field(default=30, ge=10, le=100_000)
+    retrain_step: int = Field(default=20, ge=1, le=100_000)
+
+
 class PrivacySettings(_Section):
     """How long reply text is kept."""
 
@@ -174,6 +182,7 @@ class Settings(_Section):
     model: ModelSettings = ModelSettings()
     prompts: PromptSettings = PromptSettings()
     moderation: ModerationSettings = ModerationSettings()
+    learning: LearningSettings = LearningSettings()
     privacy: PrivacySettings = PrivacySettings()
     pipeline: PipelineSettings = PipelineSettings()
     metrics: MetricsSettings = MetricsSettings()

@@ -14,11 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.app import Services, Stancebot
 from bot.config import Settings, model_registry
 from bot.core.encoder import SentenceEncoder
+from bot.core.learning import LearningPolicy
 from bot.core.prompts import PromptCatalog
 from bot.core.registry import ModelRegistry
 from bot.core.service import StanceService
 from bot.metrics import Metrics, Observability, start_observability
 from bot.pipeline import ReplyOutcome, build_pipeline
+from bot.pipeline.learning import ServerLearning
 from bot.storage.db import make_engine, make_sessionmaker, upgrade
 from bot.storage.repository import Repository
 
@@ -118,7 +120,9 @@ async def build_runtime(settings: Settings, *, encoder: SentenceEncoder | None =
         bot.dispatch("threads_missed", threads)
 
     pipeline = build_pipeline(settings, repo.writes, service, observer=metrics, notify=notify, on_missed=missed)
-    services = Services(settings, catalog, repo, service, pipeline)
+    policy = LearningPolicy(settings.learning.enabled, settings.learning.min_labels, settings.learning.retrain_step)
+    learning = ServerLearning(repo.learning, service, policy, on_trained=lambda t: bot.dispatch("prompt_trained", t))
+    services = Services(settings, catalog, repo, service, pipeline, learning=learning)
     bot = Stancebot(services)
     observability = await start_observability(settings, bot, pipeline, service, metrics)
     return Runtime(bot, services, engine, observability)

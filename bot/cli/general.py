@@ -14,13 +14,13 @@ import click
 import numpy as np
 
 from bot.config import Settings, model_registry
-from bot.core import adapt
+from bot.core import adapt, learning
 from bot.core.datasets import DataError, Example, for_prompt, load_jsonl
 from bot.core.files import write_text_atomic
 from bot.core.general import GeneralClassifier
 from bot.core.prompts import Prompt, load_prompt
 from bot.core.registry import ModelRegistry
-from bot.core.stance import GatedClassifier, SimilarityClassifier
+from bot.core.stance import GatedClassifier, SimilarityClassifier, StanceFeatures
 
 #: Labelled replies per prompt in the "learning from the server" simulation of ``evaluate --general``.
 SIMULATED_LABELS = 40
@@ -34,6 +34,17 @@ def general_classifier(registry: ModelRegistry, prompt: Prompt) -> GeneralClassi
     if model is None:
         raise DataError("No general model: train one with `stancebot train --general` (needs the train extra).")
     return model.for_prompt(prompt)
+
+
+def prompt_base(registry: ModelRegistry, prompt: Prompt) -> StanceFeatures:
+    """The model a prompt's head learns on, as in the bot: the general model when one is shipped or built, else the
+    similarity model; a clear error for a prompt that has its own trained model (a seed prompt's id)."""
+    base, _ = learning.split_served(registry.classifier(prompt))
+    if base is None:
+        raise DataError(
+            f"Prompt {prompt.id!r} has its own trained model; a head learns on the general or similarity model."
+        )
+    return base
 
 
 def prompt_and_data(prompt_file: Path, data_file: Path) -> tuple[Prompt, list[Example]]:
@@ -68,24 +79,32 @@ def train_general_command(settings: Settings, out: Path | None, ship_dir: Path |
 def train_prompt_file_command(settings: Settings, prompt_file: Path, data_file: Path, out: Path) -> None:
     """``stancebot train --prompt-file F --data LABELS --out DIR``: the head the bot trains in the background."""
     prompt, examples = prompt_and_data(prompt_file, data_file)
-    general = general_classifier(model_registry(settings), prompt)
+    base = prompt_base(model_registry(settings), prompt)
     started = time.perf_counter()
-    head, figures = adapt.compare(general, [ex.text for ex in examples], [ex.label for ex in examples])
+    head, figures = adapt.compare(base, [ex.text for ex in examples], [ex.label for ex in examples])
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / HEAD_FILE, head.to_json())
     write_text_atomic(out / "prompt.toml", prompt_file.read_text(encoding="utf-8"))
-    result = {"prompt": prompt.id, "head": head.version, **figures, "seconds": round(time.perf_counter() - started, 2)}
+    result = {
+        "prompt": prompt.id,
+        "base": base.version,
+        "head": head.version,
+        **figures,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     click.echo(json.dumps(result | {"folder": str(out)}, indent=2))
 
 
-def load_head(folder: Path, general: GeneralClassifier) -> adapt.AdaptedClassifier:
-    """The head written by ``train --prompt-file`` in ``folder``, on the general model."""
+def load_head(folder: Path, base: StanceFeatures) -> adapt.AdaptedClassifier:
+    """The head written by ``train --prompt-file`` in ``folder``, on the model it was trained on."""
     path = folder / HEAD_FILE
     try:
         head = adapt.PromptHead.from_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path} is not a prompt head written by `stancebot train --prompt-file` ({exc}).") from None
-    return adapt.AdaptedClassifier(general, head)
+    if head.base_version != base.version:
+        raise DataError(f"{path} was trained on {head.base_version}, not on {base.version}; train it again.")
+    return adapt.AdaptedClassifier(base, head)
 
 
 def stratified_draw(examples: Sequence[Example], n: int, seed: int) -> tuple[list[Example], list[Example]]:

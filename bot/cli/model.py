@@ -418,9 +418,11 @@ def _evaluate_general(
             raise click.UsageError("--prompt-file needs --data FILE.jsonl of labelled replies.")
         prompt, examples = cli_general.prompt_and_data(prompt_file, data_file)
         registry = model_registry(settings)
-        inner: StanceClassifier = cli_general.general_classifier(registry, prompt)
+        inner: StanceClassifier
         if model_choice:
-            inner = cli_general.load_head(Path(model_choice), cli_general.general_classifier(registry, prompt))
+            inner = cli_general.load_head(Path(model_choice), cli_general.prompt_base(registry, prompt))
+        else:
+            inner = cli_general.general_classifier(registry, prompt)
         result: dict[str, Any] = {"prompt": prompt.id, "data": str(data_file), "backend": "onnx", "quantized": True}
         gated = GatedClassifier(inner, max_chars=settings.model.max_chars)
         result.update(run_evaluation(gated, examples, prompt.label_names, speed=speed))

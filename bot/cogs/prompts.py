@@ -1,5 +1,5 @@
-"""``/prompt``: post, add, list, close, reopen and schedule discussion prompts (one group, built here from
-mixins), and the stance buttons on prompt messages."""
+"""``/prompt``: post, add, list, close, reopen, schedule, info and reclassify discussion prompts (one group, built
+here from mixins), and the stance buttons on prompt messages."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cogs._checks import ensure_moderator, moderator_only, require_bot_permissions
+from bot.cogs._learning import PromptLearningCommands
 from bot.cogs._prompts import prompt_autocomplete, publish_prompt
 from bot.cogs._render import prompt_list_embed
 from bot.cogs._schedule import PromptScheduleCommands
@@ -88,7 +89,13 @@ class AddPromptModal(discord.ui.Modal, title="Add a discussion prompt"):
 
 
 @app_commands.guild_only()
-class Prompts(PromptScheduleCommands, commands.GroupCog, group_name="prompt", group_description="Discussion prompts"):
+class Prompts(
+    PromptScheduleCommands,
+    PromptLearningCommands,
+    commands.GroupCog,
+    group_name="prompt",
+    group_description="Discussion prompts",
+):
     """Posting, managing and scheduling prompts; registers the stance buttons of prompt messages."""
 
     def __init__(self, bot: Stancebot) -> None:

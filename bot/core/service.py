@@ -109,6 +109,19 @@ class StanceService:
             return "unknown"
         return model.version if model is not None else "unknown"
 
+    def install(self, prompt_id: str, guild_id: Owner, model: StanceClassifier) -> None:
+        """Serve ``model`` for a prompt from the next batch on (a head learned from the server's labels). A batch
+        already running finishes on the model it started with; each result carries the version that gave it."""
+        self._models[self.key(prompt_id, guild_id)] = model
+
+    async def served(self, prompt_id: str, guild_id: Owner = None) -> StanceClassifier:
+        """The classifier serving a prompt now, built in the worker thread if it is not built yet."""
+        key = self.key(prompt_id, guild_id)
+        model = self._models.get(key)
+        if model is None:
+            model = await asyncio.get_running_loop().run_in_executor(self._executor, self._model, key)
+        return model
+
     def forget_model(self, prompt_id: str, guild_id: Owner = None) -> None:
         """Drop a cached classifier (after the prompt or its trained model changed)."""
         self._models.pop((guild_id, prompt_id), None)
@@ -120,7 +133,9 @@ class StanceService:
             await loop.run_in_executor(self._executor, self._model, self.key(pid, guild_id))
 
     def _classify_sync(self, key: ModelKey, texts: list[str]) -> list[StanceResult]:
-        return self._model(key).classify(texts)
+        model = self._model(key)
+        version = model.version
+        return [r if r.model_version else r._replace(model_version=version) for r in model.classify(texts)]
 
     @property
     def queue_depth(self) -> int:

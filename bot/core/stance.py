@@ -10,9 +10,10 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from bot.core.encoder import SentenceEncoder
 from bot.core.language import Language, detect_language
@@ -27,7 +28,8 @@ class StanceResult(NamedTuple):
 
     The gate (:class:`GatedClassifier`) adds the path that produced it: the reply's ``language`` (ISO 639-1,
     ``en`` for English), the ``encoder`` that read it, and ``model_version`` when a model other than the prompt's
-    own (the multilingual head) gave it.
+    own (the multilingual head) gave it; the stance service fills ``model_version`` in with the version of the
+    prompt's model otherwise, as it classifies (so a model switched meanwhile cannot mislabel it).
     """
 
     label: str
@@ -53,6 +55,29 @@ class StanceClassifier(Protocol):
 
     def classify(self, texts: Sequence[str]) -> list[StanceResult]:
         """Label each text; the result has one entry per text, in order."""
+        ...
+
+
+@runtime_checkable
+class StanceFeatures(Protocol):
+    """A classifier a prompt's learned head (:mod:`bot.core.adapt`) can sit on: per-label scores and the reply's
+    vector for a batch, and the temperature that turns the scores into probabilities."""
+
+    labels: tuple[str, ...]
+    temperature: float
+
+    @property
+    def version(self) -> str:
+        """The base model's version (a head trained on another version does not apply)."""
+        ...
+
+    @property
+    def threshold(self) -> float:
+        """Below this confidence a stance becomes ``unclear``."""
+        ...
+
+    def features(self, texts: Sequence[str]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """Label scores ``(len(texts), len(labels))`` and reply vectors ``(len(texts), dim)``."""
         ...
 
 
@@ -97,14 +122,19 @@ class SimilarityClassifier:
             texts = [f"{label.description}", *label.examples]
             self._protos.append(encoder.encode(texts))
 
-    def scores(self, texts: Sequence[str]) -> np.ndarray:
-        """Per-label similarity scores, shape ``(len(texts), len(labels))``."""
+    def features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-label similarity scores ``(len(texts), len(labels))`` and the replies' embeddings, for a learned
+        per-prompt head (:mod:`bot.core.adapt`)."""
         emb = self.encoder.encode(texts)
         cols = []
         for protos in self._protos:
             sims = emb @ protos.T
             cols.append(0.5 * sims.max(axis=1) + 0.5 * sims.mean(axis=1))
-        return np.stack(cols, axis=1)
+        return np.stack(cols, axis=1), emb
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """Per-label similarity scores, shape ``(len(texts), len(labels))``."""
+        return self.features(texts)[0]
 
     def classify(self, texts: Sequence[str]) -> list[StanceResult]:
         """Label each text by its most similar label."""

@@ -334,3 +334,26 @@ class GuildSettings(Base):
     mod_log_channel_id: Mapped[int | None] = mapped_column(default=None)
     review_channel_id: Mapped[int | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# -- learning from the server ------------------------------------------------------------------------------------
+
+
+class PromptHeadRow(Base):
+    """A head trained for one prompt in one guild from the server's labels (:mod:`bot.core.adapt`), kept whether
+    it serves or not: ``active`` marks the one serving (at most one per guild and prompt); ``head`` is its JSON,
+    ``figures`` what the comparison measured, ``base_version`` the model it sits on (it serves only on that one)."""
+
+    __tablename__ = "prompt_heads"
+    __table_args__ = (Index("ix_prompt_heads_prompt", "guild_id", "prompt_id", "trained_at"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(ForeignKey("guilds.id", ondelete="CASCADE"))
+    prompt_id: Mapped[int] = mapped_column(Id, ForeignKey("prompts.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(String(120))
+    base_version: Mapped[str] = mapped_column(String(120))
+    n_labels: Mapped[int] = mapped_column(Integer)
+    head: Mapped[str] = mapped_column(Text)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    trained_at: Mapped[datetime] = mapped_column(default=utcnow)

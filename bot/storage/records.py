@@ -119,6 +119,7 @@ class DeclareResult:
     previous: str | None
     current: str | None
     counted: bool
+    guild_id: int = 0
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ transaction and returns plain dataclasses (:mod:`bot.storage.records`), never OR
 * :attr:`Repository.schedules` (:mod:`bot.storage.schedules`): digest and prompt schedules, claims;
 * :attr:`Repository.digests` (:mod:`bot.storage.digests`): digest figures;
 * :attr:`Repository.moderation` (:mod:`bot.storage.moderation`): relabels, audit log, review queue;
-* :attr:`Repository.privacy` (:mod:`bot.storage.privacy`): exports, opt-outs, forget-me, retention.
+* :attr:`Repository.privacy` (:mod:`bot.storage.privacy`): exports, opt-outs, forget-me, retention;
+* :attr:`Repository.learning` (:mod:`bot.storage.learning`): a prompt's labelled replies, the heads learned from
+  them, re-classification.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from bot.core.counting import CountingRules
 from bot.storage.base import Database
 from bot.storage.digests import DigestQueries
 from bot.storage.guilds import GuildSettings
+from bot.storage.learning import Learning
 from bot.storage.moderation import Moderation
 from bot.storage.privacy import Privacy
 from bot.storage.prompts import Prompts
@@ -51,6 +54,7 @@ class Repository:
         self.digests = DigestQueries(self.db, self.tallies)
         self.moderation = Moderation(self.db)
         self.privacy = Privacy(self.db)
+        self.learning = Learning(self.db)
 
     @property
     def rules(self) -> CountingRules:

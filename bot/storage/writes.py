@@ -345,4 +345,4 @@ class Writes(Store):
             await s.flush()
             await recount(s, [member], self.db.rules)
             counted = new is not None and self.db.rules.declared_overrides
-            return DeclareResult(prow.slug, previous, new, counted)
+            return DeclareResult(prow.slug, previous, new, counted, post.guild_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +122,41 @@ def test_sandbox_under_discords_rate_limits(tmp_path: Path) -> None:
     proc = stancebot("sandbox", "--rate-limits", "--replies", str(replies), env={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
     assert "Tallies" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_train_prompt_file_learns_the_bots_head_and_evaluate_uses_it(tmp_path: Path) -> None:
+    """``train --prompt-file`` runs the bot's background training on a file of labels, on the model that serves the
+    prompt (general when shipped, else similarity); ``evaluate --model`` reads the head back on that model."""
+    general = ROOT / "models" / "data" / "general"
+    rows = (general / "phones_in_school.jsonl").read_text(encoding="utf-8").splitlines()
+    random.Random(13).shuffle(rows)
+    (tmp_path / "labels.jsonl").write_text("\n".join(rows[:50]) + "\n", encoding="utf-8")
+    (tmp_path / "rest.jsonl").write_text("\n".join(rows[50:]) + "\n", encoding="utf-8")
+    toml = str(general / "phones_in_school.toml")
+    env = {"HF_HUB_OFFLINE": "1"}
+    trained = stancebot(
+        "train",
+        "--prompt-file",
+        toml,
+        "--data",
+        str(tmp_path / "labels.jsonl"),
+        "--out",
+        str(tmp_path / "head"),
+        env=env,
+    )
+    assert trained.returncode == 0, trained.stderr
+    result = json.loads(trained.stdout)
+    assert result["n"] == 50 and result["better"] == (result["head_macro_f1"] > result["base_macro_f1"])
+    assert result["base"].split(":")[0] in ("general", "similarity") and (tmp_path / "head" / "head.json").is_file()
+    evaluated = stancebot(
+        "evaluate",
+        "--prompt-file",
+        toml,
+        "--data",
+        str(tmp_path / "rest.jsonl"),
+        "--model",
+        str(tmp_path / "head"),
+        env=env,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["model"] == f"{result['base']}+{result['head']}"

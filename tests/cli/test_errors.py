@@ -3,6 +3,7 @@ traceback, and nothing half-written or created by mistake."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -165,7 +166,8 @@ def test_db_downgrade_needs_a_revision_and_a_confirmation(migrated: str) -> None
     one_clear_line(result.exit_code, result.stderr, "Missing argument 'REVISION'")
     result = invoke("db", "downgrade", "base", "--database", migrated)  # no terminal to ask on, no --yes
     one_clear_line(result.exit_code, result.stderr, "pass --yes to confirm")
-    head = max(path.name[:4] for path in (migrations_dir() / "versions").glob("0*.py"))
+    newest = max((migrations_dir() / "versions").glob("0*.py")).read_text(encoding="utf-8")
+    head = re.search(r'^revision: str = "([^"]+)"', newest, re.MULTILINE).group(1)  # type: ignore[union-attr]
     assert f"from {head} to base, undoing:" in result.stderr  # says what it would do first
     assert _tables(migrated) == before  # and did nothing
     result = invoke("db", "downgrade", "base", "--database", migrated, input="n\n")

@@ -212,6 +212,7 @@ MODERATOR_COMMANDS = [
     ("prompt", "add", {"name": "tariffs"}),
     ("prompt", "close", {"prompt": "alliance"}),
     ("prompt", "reopen", {"prompt": "alliance"}),
+    ("prompt", "reclassify", {"prompt": "alliance"}),
     ("stance", "relabel", {"message": "123456789012345678", "label": "fair"}),
     ("stance", "export", {"prompt": "alliance"}),
     ("review", "next", {}),
