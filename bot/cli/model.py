@@ -322,7 +322,7 @@ def evaluate(
     from bot.core.evaluation import evaluate as run_evaluation
     from bot.core.prompts import PromptCatalog
     from bot.core.shipped import ModelLibrary, ModelStore
-    from bot.core.stance import GatedClassifier, SimilarityClassifier, StanceClassifier
+    from bot.core.stance import SimilarityClassifier, StanceClassifier
 
     try:
         prompt = PromptCatalog.from_dir(settings.prompts_dir()).get(prompt_id)
@@ -378,7 +378,7 @@ def evaluate(
             )
         )
         if model is not None:  # the similarity baseline on the same replies, beside the trained model's figures
-            baseline = GatedClassifier(similarity, max_chars=settings.model.max_chars)
+            baseline = registry.gate(similarity, prompt)  # the same gate: other languages to their heads
             base = run_evaluation(baseline, examples, prompt.label_names, speed=False)
             figures: dict[str, Any] = {key: base[key] for key in ("model", "accuracy", "macro_f1", "unclear_share")}
             figures["macro_f1_gain"] = round(result["macro_f1"] - base["macro_f1"], 4)
