@@ -58,8 +58,8 @@ class TrainConfig:
     #: Add the prompt's paraphrases of real public statements (``models/data/realtrain/<prompt>.jsonl``, from
     #: pages outside the real-world evaluation sets) to the committed train split.
     real_paraphrases: bool = True
-    #: Fit the temperature and the ``unclear`` threshold on the prompt's real-dev statements when it has them
-    #: (what people actually write), else on the synthetic dev split.
+    #: When the prompt has real-dev statements: the temperature fitted on them (what people actually write) and the
+    #: ``unclear`` threshold chosen on them and the synthetic dev split together; else both on synthetic dev.
     calibrate_on_real: bool = True
 
 
