@@ -94,12 +94,11 @@ def _snowflake(value: Any, what: str) -> int:
 
 
 def _text(value: Any, what: str) -> str:
-    """A text field (``null`` is empty); anything else is a mistake, not something to store as its ``repr``."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ExportError(f"{what} must be text, not {type(value).__name__}.")
-    return value
+    """A text field (``null`` is empty, never the word ``None``); anything else is a mistake, named."""
+    try:
+        return reply_text(value)
+    except TypeError:
+        raise ExportError(f"{what} must be text, not {type(value).__name__}.") from None
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
@@ -136,14 +135,6 @@ def _load_json(path: Path) -> Any:
         raise ExportError(f"{path.name} is nested too deeply to be an export.") from None
 
 
-def _content(value: Any, where: str) -> str:
-    """A message's text: ``null`` is an empty message (attachments only), never the word ``None``."""
-    try:
-        return reply_text(value)
-    except TypeError:
-        raise ExportError(f"{where} content must be text, not {type(value).__name__}.") from None
-
-
 def read_export(path: Path) -> ChannelExport:
     """Parse a DiscordChatExporter JSON export; raise :class:`ExportError` naming what is missing or malformed."""
     data = _load_json(path)
@@ -174,7 +165,7 @@ def read_export(path: Path) -> ChannelExport:
                 author_id=author_id,
                 author_name=name or str(author_id),
                 timestamp=_timestamp(raw["timestamp"], f"{where} timestamp"),
-                content=_content(raw.get("content"), where),
+                content=_text(raw.get("content"), f"{where} content"),
             )
         )
     messages.sort(key=lambda m: (m.timestamp, m.id))
