@@ -38,6 +38,15 @@ def stance_precision(y: np.ndarray, pred: np.ndarray, unclear: int) -> tuple[flo
     return float((pred[mask] == y[mask]).mean()), float(mask.mean())
 
 
+#: The ``unclear`` thresholds a model's threshold is chosen from.
+THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.0, 0.96, 0.01), 2))
+
+
+def macro_f1_at(probs: np.ndarray, y: np.ndarray, unclear: int, threshold: float, blocked: np.ndarray | None) -> float:
+    """Macro-F1 of the predictions at ``threshold`` (see :func:`apply_threshold`)."""
+    return macro_f1(y.tolist(), apply_threshold(probs, threshold, unclear, blocked).tolist(), probs.shape[1])
+
+
 def choose_threshold(
     probs: np.ndarray,
     y: np.ndarray,
@@ -54,10 +63,10 @@ def choose_threshold(
     n_labels = probs.shape[1]
     stance_share = float((y != unclear).mean())
     rows = []
-    for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
-        pred = apply_threshold(probs, float(t), unclear, blocked)
+    for t in THRESHOLDS:
+        pred = apply_threshold(probs, t, unclear, blocked)
         precision, coverage = stance_precision(y, pred, unclear)
-        rows.append((float(t), precision, coverage, macro_f1(y.tolist(), pred.tolist(), n_labels)))
+        rows.append((t, precision, coverage, macro_f1(y.tolist(), pred.tolist(), n_labels)))
     meeting = [r for r in rows if r[1] >= target and r[2] >= MIN_COVERAGE * stance_share]
     met = bool(meeting)
     best = meeting[0] if met else max(rows, key=lambda r: (r[3], -r[0]))

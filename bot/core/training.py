@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bot.core.calibration import apply_threshold, fit_temperature, gate_blocked
+from bot.core.calibration import THRESHOLDS, fit_temperature, gate_blocked, macro_f1_at
 from bot.core.datasets import (
     Example,
     data_hash,
@@ -41,7 +41,6 @@ from bot.core.encoder import SentenceEncoder
 from bot.core.finetune import train_finetuned, train_setfit
 from bot.core.heads import ProgressFn, TrainConfig, train_head
 from bot.core.prompts import UNCLEAR, Prompt
-from bot.core.scoring import macro_f1
 from bot.core.stance import prompt_fingerprint, softmax
 from bot.core.trained import ENCODER_DIR, HeadClassifier
 from bot.core.training_data import (
@@ -125,19 +124,19 @@ def calibrate_on_real(
     temperature = fit_temperature(real_logits, real_y)
     real_probs, dev_probs = softmax(real_logits, temperature), softmax(dev_logits, temperature)
 
-    def f1_at(probs: np.ndarray, y: np.ndarray, blocked: np.ndarray, threshold: float) -> float:
-        return macro_f1(y.tolist(), apply_threshold(probs, threshold, unclear, blocked).tolist(), len(names))
-
     scored = [
-        (float(t), f1_at(real_probs, real_y, real_blocked, float(t)), f1_at(dev_probs, dev_y, dev_blocked, float(t)))
-        for t in np.round(np.arange(0.0, 0.96, 0.01), 2)
+        (
+            t,
+            macro_f1_at(real_probs, real_y, unclear, t, real_blocked),
+            macro_f1_at(dev_probs, dev_y, unclear, t, dev_blocked),
+        )
+        for t in THRESHOLDS
     ]
     threshold, real_f1, dev_f1 = max(scored, key=lambda row: (row[1] + row[2], -row[0]))
-    raw = apply_threshold(real_probs, 0.0, unclear, real_blocked)
     return {
         "calibrated_on": "real-dev (temperature); real-dev + synthetic dev (threshold)",
         "n_real_dev": len(real),
-        "real_dev_macro_f1": round(macro_f1(real_y.tolist(), raw.tolist(), len(names)), 4),
+        "real_dev_macro_f1": round(macro_f1_at(real_probs, real_y, unclear, 0.0, real_blocked), 4),
         "real_dev_macro_f1_at_threshold": round(real_f1, 4),
         "synthetic_dev_macro_f1_at_threshold": round(dev_f1, 4),
         "temperature": temperature,
