@@ -1,16 +1,23 @@
 """The general stance model: one network that reads a prompt's labels and a reply, for prompts it has never seen.
 
-A multiple-choice cross-encoder. One input holds the reply, the prompt's question and every label's name and
-description, each in its own segment::
+A bi-encoder with a learned scorer. The encoder reads
 
-    [CLS] reply [SEP] question [SEP] label 1: description [SEP] label 2: description [SEP] ...
+* the reply with the prompt's question after it, ``[CLS] reply [SEP] question [SEP]``, pooled over the reply's
+  own tokens (so a bare "yes" or "no way" is read against the question it answers);
+* each label alone: its name and description, and separately each of its examples (averaged), pooled over the
+  whole text.
 
-The encoder reads them together (so the reply is read against every option at once); each label's score comes
-from the mean of its segment's hidden states beside the ``[CLS]`` state, and a softmax over the prompt's labels
-gives the stance. It also returns the reply's own mean-pooled vector, which a prompt's learned head
-(:mod:`bot.core.adapt`) uses beside the scores once the server has labelled some replies.
+A small scorer compares the reply's vector with each label's two vectors (element-wise products, the distance,
+and the same against the label's offset from the prompt's other labels, plus a scaled cosine) and a softmax over
+the prompt's labels gives the stance. The label vectors are computed once per prompt and cached, so a reply costs
+one short encoder pass whatever the number of labels; the reply's vector is also what a prompt's learned head
+(:mod:`bot.core.adapt`) reads beside the scores once the server has labelled some replies.
 
-This module builds the inputs (``tokenizers`` only) and runs the exported ONNX graph; training lives in
+One ONNX graph does both: inputs ``input_ids``, ``attention_mask``, ``pool_mask`` and the prompt's label vectors
+(``label_descriptions``, ``label_examples``, ``(K, dim)``); outputs ``logits`` ``(B, K)`` and ``embedding``
+``(B, dim)``. Label texts go through the same graph (with a dummy label row) and only ``embedding`` is read.
+
+This module builds the inputs (``tokenizers`` only) and runs the graph; training lives in
 :mod:`bot.core.general_training` (torch, the ``train`` extra).
 """
 
@@ -33,39 +40,60 @@ from bot.core.stance import StanceResult, best_labels, prompt_fingerprint, softm
 
 log = logging.getLogger(__name__)
 
-#: Token budget of each part of the input (the reply is cut first, then the question, then each description).
+#: Token budgets: the reply, the question read after it, and a label text (description or example).
 REPLY_TOKENS = 96
 QUESTION_TOKENS = 40
-LABEL_TOKENS = 40
-#: Inputs of the ONNX graph, in order.
-INPUTS = ("input_ids", "attention_mask", "label_mask", "reply_mask")
+LABEL_TOKENS = 64
+#: Inputs and outputs of the ONNX graph, in order.
+INPUTS = ("input_ids", "attention_mask", "pool_mask", "label_descriptions", "label_examples")
+OUTPUTS = ("logits", "embedding")
 
 
 def label_text(name: str, description: str) -> str:
-    """How a label reads inside the input: its name in words, then its description."""
+    """How a label reads to the model: its name in words, then its description."""
     return f"{name.replace('_', ' ')}: {description}"
 
 
 @dataclass(frozen=True)
 class Choices:
-    """What the model reads of a prompt: the question and each label's text, in the prompt's label order."""
+    """What the model reads of a prompt: the question, and each label's name, text and examples, in label order."""
 
     question: str
     labels: tuple[str, ...]
     texts: tuple[str, ...]
+    examples: tuple[tuple[str, ...], ...] = ()
 
     @classmethod
     def of(cls, prompt: Prompt) -> Choices:
-        """The prompt's question and its labels' names and descriptions."""
+        """The prompt's question and its labels' names, descriptions and examples."""
         return cls(
             prompt.question,
             prompt.label_names,
             tuple(label_text(label.name, label.description) for label in prompt.labels),
+            tuple(label.examples for label in prompt.labels),
+        )
+
+    def example_sets(self) -> tuple[tuple[str, ...], ...]:
+        """Each label's examples; a label without examples stands for itself (its text)."""
+        found = self.examples or ((),) * len(self.texts)
+        return tuple(examples or (text,) for examples, text in zip(found, self.texts, strict=True))
+
+    def reordered(self, order: Sequence[int], *, question: bool = True) -> Choices:
+        """The same choices with the labels in ``order`` (and without the question when ``question`` is false)."""
+        sets = self.example_sets()
+        return Choices(
+            self.question if question else "",
+            tuple(self.labels[i] for i in order),
+            tuple(self.texts[i] for i in order),
+            tuple(sets[i] for i in order),
         )
 
 
 class InputBuilder:
-    """Turns (reply, choices) pairs into the padded arrays the network takes. Thread-safe (no state per call)."""
+    """Turns texts (with an optional context read after them) into the padded arrays the encoder takes.
+
+    Thread-safe: no state per call.
+    """
 
     def __init__(self, tokenizer_file: Path) -> None:
         from tokenizers import Tokenizer
@@ -79,70 +107,47 @@ class InputBuilder:
             raise ValueError(f"{tokenizer_file} has no {', '.join(missing)} token")
         ids = {name: int(value) for name, value in found.items() if value is not None}
         self.cls, self.sep, self.pad = ids["[CLS]"], ids["[SEP]"], ids["[PAD]"]
-        self._cache: dict[Choices, tuple[list[int], list[list[int]]]] = {}
-        self._lock = threading.Lock()
 
-    def _pieces(self, texts: Sequence[str]) -> list[list[int]]:
+    def pieces(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, without special tokens or truncation."""
         return [list(e.ids) for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
-    def _choices(self, choices: Choices) -> tuple[list[int], list[list[int]]]:
-        with self._lock:
-            cached = self._cache.get(choices)
-        if cached is None:
-            question, *labels = self._pieces([choices.question, *choices.texts])
-            cached = (question[:QUESTION_TOKENS], [ids[:LABEL_TOKENS] for ids in labels])
-            with self._lock:
-                self._cache[choices] = cached
-        return cached
-
     def build(
-        self, replies: Sequence[str], choices: Sequence[Choices]
-    ) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.bool_]]:
-        """The graph's inputs for each reply with its choices, and which label slots are real (``(B, K)``).
-
-        Rows may come from prompts with different numbers of labels: the label axis is padded to the largest and
-        the padding slots are marked ``False``.
-        """
-        rows: list[tuple[list[int], list[tuple[int, int]], tuple[int, int]]] = []
-        for reply_ids, choice in zip(self._pieces(replies), choices, strict=True):
-            question, labels = self._choices(choice)
-            ids = [self.cls, *reply_ids[:REPLY_TOKENS], self.sep]
-            reply_span = (1, len(ids) - 1)
-            ids += [*question, self.sep]
-            spans = []
-            for label in labels:
-                spans.append((len(ids), len(ids) + len(label)))
-                ids += [*label, self.sep]
-            rows.append((ids, spans, reply_span))
-        seq = max(len(r[0]) for r in rows)
-        k = max(len(r[1]) for r in rows)
-        n = len(rows)
+        self, texts: Sequence[str], context: str = "", *, budget: int = REPLY_TOKENS
+    ) -> dict[str, npt.NDArray[Any]]:
+        """``[CLS] text [SEP] context [SEP]`` for each text (no context part when ``context`` is empty), cut to
+        ``budget`` and :data:`QUESTION_TOKENS`; ``pool_mask`` marks the text's own tokens (an empty text pools its
+        ``[SEP]``)."""
+        extra = self.pieces([context])[0][:QUESTION_TOKENS] if context else []
+        rows = []
+        for ids in self.pieces(texts):
+            row = [self.cls, *ids[:budget], self.sep]
+            span = (1, max(len(row) - 1, 2))
+            if extra:
+                row += [*extra, self.sep]
+            rows.append((row, span))
+        n, seq = len(rows), max((len(r) for r, _ in rows), default=0)
         input_ids = np.full((n, seq), self.pad, dtype=np.int64)
         attention = np.zeros((n, seq), dtype=np.int64)
-        label_mask = np.zeros((n, k, seq), dtype=np.float32)
-        reply_mask = np.zeros((n, seq), dtype=np.float32)
-        valid = np.zeros((n, k), dtype=bool)
-        for i, (ids, spans, (r0, r1)) in enumerate(rows):
-            input_ids[i, : len(ids)] = ids
-            attention[i, : len(ids)] = 1
-            reply_mask[i, r0 : max(r1, r0 + 1)] = 1.0  # an empty reply still pools something: its [SEP]
-            for j, (a, b) in enumerate(spans):
-                label_mask[i, j, a : max(b, a + 1)] = 1.0
-                valid[i, j] = True
-        feed: dict[str, npt.NDArray[Any]] = {
-            "input_ids": input_ids,
-            "attention_mask": attention,
-            "label_mask": label_mask,
-            "reply_mask": reply_mask,
-        }
-        return feed, valid
+        pool = np.zeros((n, seq), dtype=np.float32)
+        for i, (row, (a, b)) in enumerate(rows):
+            input_ids[i, : len(row)] = row
+            attention[i, : len(row)] = 1
+            pool[i, a:b] = 1.0
+        return {"input_ids": input_ids, "attention_mask": attention, "pool_mask": pool}
+
+
+def label_inputs(dim: int, k: int = 1) -> dict[str, npt.NDArray[np.float32]]:
+    """Placeholder label vectors, for runs that read only ``embedding`` (encoding label texts)."""
+    zeros = np.zeros((k, dim), dtype=np.float32)
+    return {"label_descriptions": zeros, "label_examples": zeros}
 
 
 class GeneralModel:
     """The exported general model on ONNX Runtime: scores any prompt's labels for a batch of replies.
 
     Like :class:`bot.core.encoder.SentenceEncoder` it opens one single-threaded session per core (``sessions``) and
-    spreads length-sorted batches of ``batch_size`` over them.
+    spreads length-sorted batches of ``batch_size`` over them. Each prompt's label vectors are computed once.
     """
 
     def __init__(
@@ -175,29 +180,26 @@ class GeneralModel:
         ]
         self._pool = ThreadPoolExecutor(max_workers=count - 1) if count > 1 else None
         self._lock = threading.Lock()
+        self._labels: dict[Choices, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = {}
         self.dim = int(self._sessions[0].get_outputs()[1].shape[-1])
         self.onnx_file = onnx_file
 
-    def run(
-        self, replies: Sequence[str], choices: Sequence[Choices]
+    def _encode(
+        self, texts: Sequence[str], context: str, labels: dict[str, npt.NDArray[np.float32]], budget: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Raw label scores ``(B, K)`` (padding slots ``-inf``) and reply vectors ``(B, dim)`` for each reply."""
-        n = len(replies)
-        k = max((len(c.labels) for c in choices), default=0)
-        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        """Logits against ``labels`` and vectors of ``texts``, in batches spread over the sessions."""
+        n, k = len(texts), labels["label_descriptions"].shape[0]
+        logits = np.zeros((n, k), dtype=np.float32)
         vectors = np.zeros((n, self.dim), dtype=np.float32)
-        if not n:
-            return scores, vectors
-        order = sorted(range(n), key=lambda i: len(replies[i]) + sum(map(len, choices[i].texts)))
+        order = sorted(range(n), key=lambda i: len(texts[i]))
         chunks = [order[s : s + self.batch_size] for s in range(0, n, self.batch_size)]
 
         def lane(parts: list[list[int]], session: Any) -> None:
             for idx in parts:
-                feed, valid = self.builder.build([replies[i] for i in idx], [choices[i] for i in idx])
-                logits, vecs = session.run(None, feed)
-                width = valid.shape[1]
-                scores[idx, :width] = np.where(valid, logits, -np.inf)
-                vectors[idx] = vecs
+                feed = self.builder.build([texts[i] for i in idx], context, budget=budget)
+                out_logits, out_vectors = session.run(None, {**feed, **labels})
+                logits[idx] = out_logits
+                vectors[idx] = out_vectors
 
         with self._lock:
             lanes = min(len(self._sessions), len(chunks))
@@ -208,7 +210,31 @@ class GeneralModel:
                 lane(chunks[0::lanes], self._sessions[0])
                 for future in others:
                     future.result()
-        return scores, vectors
+        return logits, vectors
+
+    def label_vectors(self, choices: Choices) -> dict[str, npt.NDArray[np.float32]]:
+        """The prompt's label inputs: each label text's vector and its examples' mean vector (cached)."""
+        found = self._labels.get(choices)
+        if found is None:
+            placeholder = label_inputs(self.dim)
+            _, described = self._encode(choices.texts, "", placeholder, LABEL_TOKENS)
+            sets = choices.example_sets()
+            flat = [text for examples in sets for text in examples]
+            _, vectors = self._encode(flat, "", placeholder, LABEL_TOKENS)
+            bounds = np.cumsum([0, *(len(examples) for examples in sets)])
+            means = np.stack([vectors[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+            means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+            found = (described, means.astype(np.float32))
+            self._labels[choices] = found
+        return {"label_descriptions": found[0], "label_examples": found[1]}
+
+    def run(
+        self, replies: Sequence[str], choices: Choices
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Raw label scores ``(B, K)`` and reply vectors ``(B, dim)`` of replies to one prompt."""
+        if not replies:
+            return np.zeros((0, len(choices.labels)), np.float32), np.zeros((0, self.dim), np.float32)
+        return self._encode(replies, choices.question, self.label_vectors(choices), REPLY_TOKENS)
 
     def for_prompt(self, prompt: Prompt) -> GeneralClassifier:
         """A classifier for one prompt (any prompt: the model reads its labels)."""
@@ -230,7 +256,7 @@ class GeneralClassifier:
 
     def features(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Label scores and reply vectors, for a learned per-prompt head."""
-        return self.model.run(texts, [self.choices] * len(texts))
+        return self.model.run(texts, self.choices)
 
     def probabilities(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
         """Calibrated label probabilities, shape ``(len(texts), len(labels))``."""

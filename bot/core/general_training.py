@@ -7,8 +7,10 @@ drown forty with a hundred and fifty). ``models/data/general/splits.toml`` names
 never trained on, never used for a choice) and the ``dev`` prompts (the epoch, temperature and threshold are chosen
 on them); every other prompt trains.
 
-Each training step shows a reply with its prompt's labels in a random order (and now and then without the
-question), so the network learns to read the options rather than to remember where a label sits.
+Each training step takes a batch of one prompt's replies: its labels are encoded (with gradients) once for the
+batch, the replies with the question after them, and the scorer's softmax over the prompt's labels is trained with
+cross-entropy. The scorer is the same function for every label (it sees only the label's vectors), so no label
+position can be remembered.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from bot.assets import data_dir
 from bot.core.datasets import DataError, Example, data_hash, for_prompt, load_jsonl, load_split
 from bot.core.files import write_json_atomic
-from bot.core.general import Choices, InputBuilder, label_text
+from bot.core.general import INPUTS, LABEL_TOKENS, OUTPUTS, Choices, InputBuilder, label_inputs
 from bot.core.prompts import UNCLEAR, Prompt, load_prompt
 from bot.core.scoring import macro_f1
 from bot.core.stance import softmax
@@ -47,14 +49,14 @@ class GeneralConfig:
     """The recipe; every field is recorded in the shipped model's manifest."""
 
     seed: int = 13
-    layers: int = 3
-    epochs: int = 5
-    lr: float = 6e-5
+    layers: int = 6
+    epochs: int = 4
+    lr: float = 3e-5
     head_lr: float = 1e-3
-    batch: int = 16
+    batch: int = 24
     hidden: int = 256
     seed_prompt_cap: int = 600
-    drop_question: float = 0.15
+    drop_question: float = 0.0
     weight_decay: float = 0.01
 
 
@@ -106,7 +108,7 @@ class GeneralNet:
 
     @staticmethod
     def build(base: str, layers: int, hidden: int) -> torch.nn.Module:
-        """The first ``layers`` layers of the ``base`` encoder and a label scorer."""
+        """The first ``layers`` layers of the ``base`` encoder and the label scorer (see :mod:`bot.core.general`)."""
         import torch
         from transformers import AutoModel
 
@@ -123,25 +125,41 @@ class GeneralNet:
                 super().__init__()
                 self.encoder = encoder
                 self.scorer = torch.nn.Sequential(
-                    torch.nn.Linear(3 * dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
+                    torch.nn.Linear(5 * dim + 2, hidden),
+                    torch.nn.GELU(),
+                    torch.nn.Dropout(0.1),
+                    torch.nn.Linear(hidden, 1),
                 )
+                self.scale = torch.nn.Parameter(torch.tensor(10.0))
+
+            def embed(
+                self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor
+            ) -> torch.Tensor:
+                """Unit vectors of the pooled tokens."""
+                states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                pooled = (states * pool_mask.unsqueeze(-1)).sum(1) / pool_mask.sum(1, keepdim=True).clamp(min=1.0)
+                return torch.nn.functional.normalize(pooled, dim=-1)
+
+            def score(self, reply: torch.Tensor, described: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
+                """Logits ``(B, K)`` of replies ``(B, dim)`` against the labels' vectors ``(K, dim)``."""
+                d_off = described - described.mean(0, keepdim=True)
+                e_off = examples - examples.mean(0, keepdim=True)
+                r = reply.unsqueeze(1).expand(-1, described.shape[0], -1)
+                cos_d = (r * described).sum(-1, keepdim=True)
+                cos_e = (r * examples).sum(-1, keepdim=True)
+                parts = [r * described, r * examples, r * d_off, r * e_off, (r - described).abs(), cos_d, cos_e]
+                return self.scorer(torch.cat(parts, dim=-1)).squeeze(-1) + self.scale * cos_d.squeeze(-1)
 
             def forward(
                 self,
                 input_ids: torch.Tensor,
                 attention_mask: torch.Tensor,
-                label_mask: torch.Tensor,
-                reply_mask: torch.Tensor,
+                pool_mask: torch.Tensor,
+                label_descriptions: torch.Tensor,
+                label_examples: torch.Tensor,
             ) -> tuple[torch.Tensor, torch.Tensor]:
-                hidden_states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                counts = label_mask.sum(-1, keepdim=True)
-                seg = torch.einsum("bks,bsh->bkh", label_mask, hidden_states) / counts.clamp(min=1.0)
-                cls = hidden_states[:, :1, :].expand(-1, seg.shape[1], -1)
-                logits = self.scorer(torch.cat([seg, cls, seg * cls], dim=-1)).squeeze(-1)
-                logits = torch.where(counts.squeeze(-1) > 0, logits, torch.full_like(logits, -1e4))
-                rm = reply_mask.unsqueeze(-1)
-                reply = (hidden_states * rm).sum(1) / rm.sum(1).clamp(min=1.0)
-                return logits, torch.nn.functional.normalize(reply, dim=-1)
+                reply = self.embed(input_ids, attention_mask, pool_mask)
+                return self.score(reply, label_descriptions, label_examples), reply
 
         return Net()
 
@@ -152,30 +170,31 @@ def _tensors(feed: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {name: torch.from_numpy(value) for name, value in feed.items()}
 
 
-def _shuffled(choices: Choices, gold: int, rng: random.Random, drop_question: float) -> tuple[Choices, int]:
-    order = list(range(len(choices.labels)))
-    rng.shuffle(order)
-    question = "" if rng.random() < drop_question else choices.question
-    shuffled = Choices(question, tuple(choices.labels[i] for i in order), tuple(choices.texts[i] for i in order))
-    return shuffled, order.index(gold)
-
-
-def predict(
-    net: torch.nn.Module, builder: InputBuilder, replies: Sequence[str], choices: Sequence[Choices], batch: int = 32
-) -> np.ndarray:
-    """Raw scores ``(n, K)`` of the torch network (padding slots very negative), in eval mode."""
+def label_vectors(net: Any, builder: InputBuilder, choices: Choices) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each label text's vector and its examples' mean vector (unit length), as the bot computes them."""
     import torch
 
-    k = max(len(c.labels) for c in choices)
-    out = np.full((len(replies), k), -1e4, dtype=np.float32)
+    described = net.embed(**_tensors(builder.build(choices.texts, budget=LABEL_TOKENS)))
+    sets = choices.example_sets()
+    flat = [text for examples in sets for text in examples]
+    vectors = net.embed(**_tensors(builder.build(flat, budget=LABEL_TOKENS)))
+    means = torch.stack([part.mean(0) for part in torch.split(vectors, [len(e) for e in sets])])
+    return described, torch.nn.functional.normalize(means, dim=-1)
+
+
+def predict(net: Any, builder: InputBuilder, replies: Sequence[str], choices: Choices, batch: int = 64) -> np.ndarray:
+    """Raw scores ``(n, K)`` of the torch network for replies to one prompt, in eval mode."""
+    import torch
+
+    out = np.zeros((len(replies), len(choices.labels)), dtype=np.float32)
     order = sorted(range(len(replies)), key=lambda i: len(replies[i]))
     net.eval()
     with torch.inference_mode():
+        described, examples = label_vectors(net, builder, choices)
         for s in range(0, len(order), batch):
             idx = order[s : s + batch]
-            feed, _ = builder.build([replies[i] for i in idx], [choices[i] for i in idx])
-            logits, _ = net(**_tensors(feed))
-            out[idx, : logits.shape[1]] = logits.numpy()
+            reply = net.embed(**_tensors(builder.build([replies[i] for i in idx], choices.question)))
+            out[idx] = net.score(reply, described, examples).numpy()
     net.train()
     return out
 
@@ -192,6 +211,17 @@ def score_prompts(
         pred = np.where((pred != unclear) & (probs.max(axis=1) < threshold), unclear, pred)
         gold = [pd.prompt.label_names.index(ex.label) for ex in pd.examples]
         out[pd.prompt.id] = round(macro_f1(gold, pred.tolist(), len(pd.prompt.label_names)), 4)
+    return out
+
+
+def _batches(train: Sequence[PromptData], size: int, rng: random.Random) -> list[tuple[PromptData, list[int]]]:
+    """One epoch's batches: each holds replies of one prompt (its labels are encoded once for the batch)."""
+    out = []
+    for pd in train:
+        idx = list(range(len(pd.examples)))
+        rng.shuffle(idx)
+        out += [(pd, idx[s : s + size]) for s in range(0, len(idx), size)]
+    rng.shuffle(out)
     return out
 
 
@@ -219,45 +249,38 @@ def train_general(
     dev = [pd for pd in data if pd.role == "dev"]
     if not train or not dev:
         raise DataError("General training needs train and dev prompts (models/data/general/splits.toml).")
-    tokenizer = Path(base or packaged_model_path()) / "tokenizer.json"
-    builder = InputBuilder(tokenizer)
-    net = GeneralNet.build(base, cfg.layers, cfg.hidden)
-    items = [
-        (ex.text, Choices.of(pd.prompt), pd.prompt.label_names.index(ex.label)) for pd in train for ex in pd.examples
-    ]
-    parts: Any = net  # the encoder and the scorer learn at different rates
+    builder = InputBuilder(Path(base or packaged_model_path()) / "tokenizer.json")
+    net: Any = GeneralNet.build(base, cfg.layers, cfg.hidden)
     opt = torch.optim.AdamW(
-        [
-            {"params": parts.encoder.parameters(), "lr": cfg.lr},
-            {"params": parts.scorer.parameters(), "lr": cfg.head_lr},
+        [  # the encoder and the scorer learn at different rates
+            {"params": net.encoder.parameters(), "lr": cfg.lr},
+            {"params": [*net.scorer.parameters(), net.scale], "lr": cfg.head_lr},
         ],
         weight_decay=cfg.weight_decay,
     )
-    steps_per_epoch = (len(items) + cfg.batch - 1) // cfg.batch
+    steps_per_epoch = len(_batches(train, cfg.batch, random.Random(0)))
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, total // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / total))
-    dev_choices = {pd.prompt.id: [Choices.of(pd.prompt)] * len(pd.examples) for pd in dev}
+    choices = {pd.prompt.id: Choices.of(pd.prompt) for pd in [*train, *dev]}
+    gold = {pd.prompt.id: [pd.prompt.label_names.index(ex.label) for ex in pd.examples] for pd in train}
 
     def dev_scores(pd: PromptData) -> np.ndarray:
-        return predict(net, builder, [ex.text for ex in pd.examples], dev_choices[pd.prompt.id])
+        return predict(net, builder, [ex.text for ex in pd.examples], choices[pd.prompt.id])
 
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     history = []
     for epoch in range(cfg.epochs):
-        rng.shuffle(items)
-        lengths = [len(text) for text, _, _ in items]
-        # batches of similar reply length, in random order
-        order = sorted(range(len(items)), key=lambda i: lengths[i] + rng.uniform(0, 40))
-        batches = [order[i : i + cfg.batch] for i in range(0, len(order), cfg.batch)]
-        rng.shuffle(batches)
+        batches = _batches(train, cfg.batch, rng)
         net.train()
         total_loss = 0.0
-        for step, idx in enumerate(batches):
-            shuffled = [_shuffled(items[i][1], items[i][2], rng, cfg.drop_question) for i in idx]
-            feed, _ = builder.build([items[i][0] for i in idx], [c for c, _ in shuffled])
-            logits, _ = net(**_tensors(feed))
-            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([g for _, g in shuffled]))
+        for step, (pd, idx) in enumerate(batches):
+            choice = choices[pd.prompt.id]
+            question = choice.question if rng.random() >= cfg.drop_question else ""
+            described, examples = label_vectors(net, builder, choice)
+            reply = net.embed(**_tensors(builder.build([pd.examples[i].text for i in idx], question)))
+            target = torch.tensor([gold[pd.prompt.id][i] for i in idx])
+            loss = torch.nn.functional.cross_entropy(net.score(reply, described, examples), target)
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -306,11 +329,11 @@ def train_general(
         "train_prompts": sorted({pd.prompt.id for pd in train}),
         "dev_prompts": sorted(pd.prompt.id for pd in dev),
         "test_prompts": sorted(pd.prompt.id for pd in data if pd.role == "test"),
-        "n_train": len(items),
+        "n_train": sum(len(pd.examples) for pd in train),
         "data_hash": data_hash([ex for pd in train + dev for ex in pd.examples]),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    meta["version"] = f"L{cfg.layers}:{meta['data_hash'][:8]}"
+    meta["version"] = f"bi{cfg.layers}:{meta['data_hash'][:8]}"
     write_json_atomic(out_dir / "general.json", meta)
     return meta
 
@@ -330,15 +353,13 @@ def export_general(out_dir: Path, ship_root: Path, *, base: str = "") -> Path:
 
     meta = json.loads((out_dir / "general.json").read_text(encoding="utf-8"))
     cfg = GeneralConfig(**meta["config"])
-    net = GeneralNet.build(base, cfg.layers, cfg.hidden)
+    net: Any = GeneralNet.build(base, cfg.layers, cfg.hidden)
     net.load_state_dict(torch.load(out_dir / "general.pt"))
     net.eval()
     source = Path(base or packaged_model_path())
     builder = InputBuilder(source / "tokenizer.json")
-    sample = Choices(
-        "A question?", ("yes", "no", UNCLEAR), (label_text("yes", "Agree."), "no: Disagree.", "unclear: x")
-    )
-    feed, _ = builder.build(["a reply", "a longer reply to trace"], [sample, sample])
+    dim = int(net.encoder.config.hidden_size)
+    feed = {**builder.build(["a reply", "a longer reply to trace"], "A question?"), **label_inputs(dim, 3)}
     folder = ship_root / "general"
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ship-", dir=ship_root))
@@ -349,15 +370,16 @@ def export_general(out_dir: Path, ship_root: Path, *, base: str = "") -> Path:
                 (),
                 str(tmp / "fp32.onnx"),
                 kwargs=_tensors(feed),
-                input_names=list(feed),
-                output_names=["logits", "reply_embedding"],
+                input_names=list(INPUTS),
+                output_names=list(OUTPUTS),
                 dynamic_axes={
                     "input_ids": {0: "batch", 1: "sequence"},
                     "attention_mask": {0: "batch", 1: "sequence"},
-                    "label_mask": {0: "batch", 1: "labels", 2: "sequence"},
-                    "reply_mask": {0: "batch", 1: "sequence"},
+                    "pool_mask": {0: "batch", 1: "sequence"},
+                    "label_descriptions": {0: "labels"},
+                    "label_examples": {0: "labels"},
                     "logits": {0: "batch", 1: "labels"},
-                    "reply_embedding": {0: "batch"},
+                    "embedding": {0: "batch"},
                 },
                 opset_version=OPSET,
                 dynamo=False,
@@ -378,8 +400,8 @@ def export_general(out_dir: Path, ship_root: Path, *, base: str = "") -> Path:
         "temperature": meta["temperature"],
         "threshold": meta["threshold"],
         "layers": cfg.layers,
-        "inputs": ["input_ids", "attention_mask", "label_mask", "reply_mask"],
-        "outputs": ["logits", "reply_embedding"],
+        "inputs": list(INPUTS),
+        "outputs": list(OUTPUTS),
         "opset": OPSET,
         "quantization": SHIPPED_QUANTIZATION,
     }

@@ -13,33 +13,46 @@ from bot.core.prompts import prompt_from_dict
 TOKENIZER = shipped_models_dir() / "tokenizer" / "tokenizer.json"
 
 
-def test_inputs_put_the_reply_question_and_each_label_in_their_own_segments() -> None:
+def test_a_reply_is_read_with_the_question_after_it_and_pooled_over_its_own_tokens() -> None:
     builder = InputBuilder(TOKENIZER)
-    two = Choices("Ban it?", ("ban", "unclear"), (label_text("ban", "Ban it."), "unclear: no stance"))
-    three = Choices("Which?", ("a", "b", "unclear"), ("a: one", "b: two", "unclear: none"))
-    feed, valid = builder.build(["short reply", "a somewhat longer reply here"], [two, three])
-    ids, mask = feed["input_ids"], feed["attention_mask"]
-    assert ids.shape == mask.shape and feed["label_mask"].shape == (2, 3, ids.shape[1])
-    assert valid.tolist() == [[True, True, False], [True, True, True]]  # a two-label prompt pads its third slot
-    assert (feed["label_mask"][0, 2] == 0).all()
-    for row in range(2):
+    feed = builder.build(["short reply", "a somewhat longer reply here", ""], "Ban it?")
+    ids, mask, pool = feed["input_ids"], feed["attention_mask"], feed["pool_mask"]
+    assert ids.shape == mask.shape == pool.shape and ids.shape[0] == 3
+    question = builder.pieces(["Ban it?"])[0]
+    for row, text in enumerate(["short reply", "a somewhat longer reply here", ""]):
         n = int(mask[row].sum())
         assert ids[row, 0] == builder.cls and ids[row, n - 1] == builder.sep
         assert (ids[row, n:] == builder.pad).all()
-        # segments never overlap, and the reply segment comes first
-        owners = feed["label_mask"][row].sum(axis=0) + feed["reply_mask"][row]
-        assert owners.max() == 1.0
-        first_label = int(np.argmax(feed["label_mask"][row, 0]))
-        assert np.flatnonzero(feed["reply_mask"][row]).max() < first_label
-    words = builder.tokenizer.decode(ids[0][feed["label_mask"][0, 0] > 0].tolist())
-    assert words == "ban : ban it."
+        assert ids[row, n - 1 - len(question) : n - 1].tolist() == question  # the question comes last
+        pooled = ids[row][pool[row] > 0].tolist()
+        if text:
+            assert builder.tokenizer.decode(pooled) == text  # only the reply's own tokens are pooled
+        else:
+            assert pooled == [builder.sep]  # an empty reply still pools something
+    labels = builder.build(["ban: Ban it."])  # a label text alone: no context part
+    assert builder.tokenizer.decode(labels["input_ids"][0][labels["pool_mask"][0] > 0].tolist()) == "ban : ban it."
 
 
 def test_long_parts_are_cut_to_their_budget() -> None:
     builder = InputBuilder(TOKENIZER)
-    choice = Choices("why " * 200, ("x", "unclear"), ("x: " + "very " * 200, "unclear: none"))
-    feed, _ = builder.build(["word " * 1000], [choice])
-    assert feed["input_ids"].shape[1] <= 1 + 96 + 1 + 40 + 1 + 40 + 1 + 40 + 1
+    feed = builder.build(["word " * 1000], "why " * 200)
+    assert feed["input_ids"].shape[1] == 1 + 96 + 1 + 40 + 1
+    assert feed["pool_mask"].sum() == 96
+    assert builder.build(["word " * 1000], budget=64)["input_ids"].shape[1] == 1 + 64 + 1
+
+
+def test_choices_carry_each_labels_examples_and_reorder_together() -> None:
+    prompt = prompt_from_dict(
+        {"id": "x1", "title": "t", "question": "q?", "summary": "s",
+         "labels": [{"name": "yes_please", "description": "Yes.", "examples": ["sure", "ok"]},
+                    {"name": "no", "description": "No."}]}
+    )  # fmt: skip
+    choices = Choices.of(prompt)
+    assert choices.texts[0] == label_text("yes_please", "Yes.") == "yes please: Yes."
+    assert choices.example_sets() == (("sure", "ok"), ("no: No.",), ("unclear: " + prompt.labels[-1].description,))
+    again = choices.reordered([2, 0, 1], question=False)
+    assert again.question == "" and again.labels == ("unclear", "yes_please", "no")
+    assert again.example_sets()[1] == ("sure", "ok")
 
 
 def test_a_head_fit_on_labels_centred_on_the_general_model() -> None:
