@@ -55,8 +55,8 @@ class TrainConfig:
     #: At most this many unlabelled texts join the distillation (a fixed-seed sample when there are more).
     kd_unlabelled: int = 4000
     precision_target: float = PRECISION_TARGET
-    #: Add the prompt's paraphrases of real public statements (``models/data/realtrain/<prompt>.jsonl``, from
-    #: pages outside the real-world evaluation sets) to the committed train split.
+    #: Add the prompt's paraphrases of real public statements (``models/data/realtrain/<prompt>.jsonl`` and
+    #: ``<prompt>.*.jsonl``, from pages outside the real-world evaluation sets) to the committed train split.
     real_paraphrases: bool = True
     #: When the prompt has real-dev statements: the temperature fitted on them (what people actually write) and the
     #: ``unclear`` threshold chosen on them and the synthetic dev split together; else both on synthetic dev.

@@ -47,7 +47,7 @@ from bot.core.training_data import (
     committed_test_split,
     fewshot_examples,
     labels_of,
-    realtrain_file,
+    realtrain_files,
     training_data,
     unlabelled_texts,
 )
@@ -169,8 +169,8 @@ def train_prompt(
     np.random.seed(cfg.seed)
     names = list(prompt.label_names)
     # the real-statement paraphrases join the committed train split (not a train set passed in ``data``)
-    real_file = realtrain_file(prompt) if cfg.real_paraphrases and data is None else None
-    extra_files = [*extra_files, real_file] if real_file is not None else list(extra_files)
+    real_files = realtrain_files(prompt) if cfg.real_paraphrases and data is None else []
+    extra_files = [*extra_files, *real_files]
     train, dev = training_data(prompt, data=data, extra_files=extra_files, seed=cfg.seed)
     missing = sorted(set(names) - {ex.label for ex in train})
     if missing:

@@ -44,9 +44,17 @@ def committed_test_split(prompt: Prompt) -> list[Example]:
 
 
 def realtrain_file(prompt: Prompt) -> Path | None:
-    """The prompt's training paraphrases of real public statements, if it has any."""
+    """The prompt's first file of training paraphrases of real public statements, if it has any."""
     path = REALTRAIN_DIR / f"{prompt.id}.jsonl"
     return path if path.is_file() else None
+
+
+def realtrain_files(prompt: Prompt) -> list[Path]:
+    """Every file of the prompt's training paraphrases: ``<prompt>.jsonl`` then ``<prompt>.*.jsonl`` (later
+    batches, e.g. ``<prompt>.more.jsonl``), sorted; empty when it has none."""
+    first = realtrain_file(prompt)
+    later = sorted(p for p in REALTRAIN_DIR.glob(f"{prompt.id}.*.jsonl") if p.is_file())
+    return [first, *later] if first is not None else later
 
 
 def training_data(

@@ -24,7 +24,7 @@ from bot.core.shipped import ModelLibrary
 from bot.core.stance import GatedClassifier, SimilarityClassifier, softmax
 from bot.core.trained import load_if_present, load_shipped, ship
 from bot.core.training import choose_variant, train_prompt
-from bot.core.training_data import realtrain_file, training_data, unlabelled_texts
+from bot.core.training_data import realtrain_file, realtrain_files, training_data, unlabelled_texts
 
 PROMPTS = ("alliance", "defense")
 EVALUATE_KEYS = {
@@ -349,6 +349,16 @@ def test_temperature_and_threshold_are_fitted_on_real_statements(
     assert dev["calibrated_on"].startswith("real-dev")
     assert dev["n_real_dev"] == len(datasets.load_real(catalog.get("alliance"), "real-dev"))
     assert {"real_dev_macro_f1", "real_dev_macro_f1_at_threshold", "synthetic_dev_macro_f1_at_threshold"} <= set(dev)
+
+
+def test_every_batch_of_real_paraphrases_is_read(catalog: PromptCatalog) -> None:
+    for prompt_id in ("alliance", "defense"):
+        prompt = catalog.get(prompt_id)
+        files = realtrain_files(prompt)
+        assert files[0] == realtrain_file(prompt)
+        assert [p.name for p in files[1:]] == [f"{prompt_id}.more.jsonl"]
+        more = datasets.load_jsonl(files[1])
+        assert more and {ex.label for ex in more} <= set(prompt.label_names)
 
 
 def test_real_paraphrases_train_but_never_the_real_evaluation_statements(
