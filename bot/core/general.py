@@ -23,6 +23,7 @@ This module builds the inputs (``tokenizers`` only) and runs the graph; training
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -222,15 +223,13 @@ class GeneralModel:
             flat = [text for examples in sets for text in examples]
             _, vectors = self._encode(flat, "", placeholder, LABEL_TOKENS)
             bounds = np.cumsum([0, *(len(examples) for examples in sets)])
-            means = np.stack([vectors[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+            means = np.stack([vectors[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)])
             means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
             found = (described, means.astype(np.float32))
             self._labels[choices] = found
         return {"label_descriptions": found[0], "label_examples": found[1]}
 
-    def run(
-        self, replies: Sequence[str], choices: Choices
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    def run(self, replies: Sequence[str], choices: Choices) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Raw label scores ``(B, K)`` and reply vectors ``(B, dim)`` of replies to one prompt."""
         if not replies:
             return np.zeros((0, len(choices.labels)), np.float32), np.zeros((0, self.dim), np.float32)

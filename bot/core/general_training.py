@@ -148,7 +148,8 @@ class GeneralNet:
                 cos_d = (r * described).sum(-1, keepdim=True)
                 cos_e = (r * examples).sum(-1, keepdim=True)
                 parts = [r * described, r * examples, r * d_off, r * e_off, (r - described).abs(), cos_d, cos_e]
-                return self.scorer(torch.cat(parts, dim=-1)).squeeze(-1) + self.scale * cos_d.squeeze(-1)
+                learned: torch.Tensor = self.scorer(torch.cat(parts, dim=-1)).squeeze(-1)
+                return learned + self.scale * cos_d.squeeze(-1)
 
             def forward(
                 self,

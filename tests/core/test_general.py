@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from bot.assets import shipped_models_dir
+from bot.assets import data_dir, shipped_models_dir
+from bot.config import Settings, model_registry
 from bot.core import adapt
-from bot.core.general import Choices, InputBuilder, label_text
-from bot.core.prompts import prompt_from_dict
+from bot.core.datasets import load_jsonl
+from bot.core.encoder import SentenceEncoder
+from bot.core.general import Choices, GeneralModel, InputBuilder, label_text
+from bot.core.prompts import load_prompt, prompt_from_dict
+from bot.core.scoring import macro_f1
+from bot.core.stance import GatedClassifier
 
 TOKENIZER = shipped_models_dir() / "tokenizer" / "tokenizer.json"
+HELD_OUT = data_dir() / "general" / "phones_in_school"  # a test prompt of the general model: never trained on
 
 
 def test_a_reply_is_read_with_the_question_after_it_and_pooled_over_its_own_tokens() -> None:
@@ -93,3 +101,47 @@ def test_a_head_refuses_a_prompt_whose_labels_changed() -> None:
     head = adapt.PromptHead(("yes", "unclear"), np.zeros((2, 2)), np.zeros(2), "v", 30)
     with pytest.raises(ValueError, match="other labels"):
         adapt.AdaptedClassifier(Fake(), head)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def general(encoder: SentenceEncoder) -> GeneralModel:
+    found = model_registry(Settings(), encoder=encoder).general_model()
+    assert found is not None, "models/shipped holds no general model (stancebot train --general --ship models/shipped)"
+    return found
+
+
+def test_the_shipped_general_model_reads_a_prompt_it_never_trained_on(general: GeneralModel) -> None:
+    prompt = load_prompt(HELD_OUT.with_suffix(".toml"))
+    examples = load_jsonl(HELD_OUT.with_suffix(".jsonl"))
+    results = GatedClassifier(general.for_prompt(prompt)).classify([ex.text for ex in examples])
+    names = prompt.label_names
+    score = macro_f1([names.index(ex.label) for ex in examples], [names.index(r.label) for r in results], len(names))
+    assert score > 0.6  # the similarity baseline reads this prompt at about 0.5; chance is about 0.3
+    assert general.for_prompt(prompt).version.startswith(f"general:{general.version}:")
+
+
+def test_label_order_does_not_change_what_the_general_model_says(general: GeneralModel) -> None:
+    prompt = load_prompt(HELD_OUT.with_suffix(".toml"))
+    texts = [ex.text for ex in load_jsonl(HELD_OUT.with_suffix(".jsonl"))[:40]]
+    flipped = replace(prompt, labels=tuple(reversed(prompt.labels)))
+    a, _ = general.for_prompt(prompt).features(texts)
+    b, vectors = general.for_prompt(flipped).features(texts)
+    assert np.allclose(a, b[:, ::-1], atol=1e-4)  # the scorer is one function of a label's vectors, not its slot
+    assert vectors.shape == (40, general.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+
+
+def test_a_two_label_prompt_and_a_five_label_prompt_run_through_the_same_graph(general: GeneralModel) -> None:
+    two = prompt_from_dict(
+        {"id": "pizza2", "title": "t", "question": "Does pineapple belong on pizza?", "summary": "s",
+         "labels": [{"name": "yes", "description": "Pineapple belongs on pizza."}]}
+    )  # fmt: skip
+    five = prompt_from_dict(
+        {"id": "city5", "title": "t", "question": "What should the city build on the empty lot?", "summary": "s",
+         "labels": [{"name": "park", "description": "A park.", "examples": ["trees please"]},
+                    {"name": "housing", "description": "Housing."}, {"name": "parking", "description": "A car park."},
+                    {"name": "library", "description": "A library."}]}
+    )  # fmt: skip
+    for prompt in (two, five):
+        scores, _ = general.for_prompt(prompt).features(["", "build more homes, rents are insane", "🍍🍕"])
+        assert scores.shape == (3, len(prompt.labels)) and np.isfinite(scores).all()
+    assert general.for_prompt(five).classify(["build more homes, rents are insane"])[0].label == "housing"
