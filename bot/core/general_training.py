@@ -2,10 +2,11 @@
 extra).
 
 Data: every prompt in ``models/data/general/`` (a ``<id>.toml`` prompt file and a ``<id>.jsonl`` of labelled
-replies each) plus the seed prompts' train splits (capped, so that two prompts with thousands of replies do not
-drown forty with a hundred and fifty). ``models/data/general/splits.toml`` names the held-out prompts (``test``:
-never trained on, never used for a choice) and the ``dev`` prompts (the epoch, temperature and threshold are chosen
-on them); every other prompt trains.
+replies each, and for some train prompts ``realtrain/<id>.jsonl``: real public statements rewritten as replies)
+plus the seed prompts' train splits (capped, so that two prompts with thousands of replies do not drown forty with
+a hundred and fifty) and their real-statement paraphrases. ``models/data/general/splits.toml`` names the held-out
+prompts (``test``: never trained on, never used for a choice) and the ``dev`` prompts (the epoch, temperature and
+threshold are chosen on them); every other prompt trains.
 
 Each training step takes a batch of one prompt's replies: its labels are encoded (with gradients) once for the
 batch, the replies with the question after them, and the scorer's softmax over the prompt's labels is trained with
@@ -33,6 +34,7 @@ from bot.core.general import INPUTS, LABEL_TOKENS, OUTPUTS, Choices, InputBuilde
 from bot.core.prompts import UNCLEAR, Prompt, load_prompt
 from bot.core.scoring import macro_f1
 from bot.core.stance import softmax
+from bot.core.training_data import realtrain_files
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 
 GENERAL_DIR = data_dir() / "general"
 SPLITS_FILE = "splits.toml"
+#: Real public statements about a train prompt, rewritten as replies (the real-statement test sets are ``real/``).
+REALTRAIN = "realtrain"
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -86,6 +90,9 @@ def load_general(root: Path = GENERAL_DIR) -> list[PromptData]:
         data = root / f"{prompt.id}.jsonl"
         examples = for_prompt(load_jsonl(data), prompt, where=str(data))
         role = "test" if prompt.id in test else "dev" if prompt.id in dev else "train"
+        real = root / REALTRAIN / f"{prompt.id}.jsonl"
+        if role == "train" and real.is_file():  # never for dev or test prompts: they stay as written
+            examples += for_prompt(load_jsonl(real), prompt, where=str(real))
         out.append(PromptData(prompt, examples, role))
     unknown = (test | dev) - {p.prompt.id for p in out}
     if unknown:
@@ -94,12 +101,16 @@ def load_general(root: Path = GENERAL_DIR) -> list[PromptData]:
 
 
 def seed_prompts(prompts: Sequence[Prompt], cap: int, seed: int) -> list[PromptData]:
-    """The seed prompts' train splits (at most ``cap`` replies each, drawn once with ``seed``), to train on."""
+    """The seed prompts' train splits (at most ``cap`` replies each, drawn once with ``seed``) and all their
+    real-statement paraphrases, to train on."""
     out = []
     for prompt in prompts:
         train = [ex for ex in load_split(prompt, "train") if not {"ja", "other-lang"} & set(ex.tags)]
         rng = random.Random(seed)
-        out.append(PromptData(prompt, rng.sample(train, min(cap, len(train))), "train", origin="seed"))
+        examples = rng.sample(train, min(cap, len(train)))
+        for path in realtrain_files(prompt):
+            examples += for_prompt(load_jsonl(path), prompt, where=str(path))
+        out.append(PromptData(prompt, examples, "train", origin="seed"))
     return out
 
 

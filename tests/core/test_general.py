@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +147,27 @@ def test_a_two_label_prompt_and_a_five_label_prompt_run_through_the_same_graph(g
         scores, _ = general.for_prompt(prompt).features(["", "build more homes, rents are insane", "🍍🍕"])
         assert scores.shape == (3, len(prompt.labels)) and np.isfinite(scores).all()
     assert general.for_prompt(five).classify(["build more homes, rents are insane"])[0].label == "housing"
+
+
+def _write_prompt(folder: Path, prompt_id: str, rows: list[tuple[str, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{prompt_id}.toml").write_text(
+        f'id = "{prompt_id}"\ntitle = "t"\nquestion = "Q?"\nsummary = "s"\n'
+        '[[labels]]\nname = "yes"\ndescription = "Yes."\n[[labels]]\nname = "no"\ndescription = "No."\n',
+        encoding="utf-8",
+    )
+    lines = [json.dumps({"text": t, "label": label, "prompt": prompt_id}) for t, label in rows]
+    (folder / f"{prompt_id}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_real_statement_paraphrases_join_train_prompts_only(tmp_path: Path) -> None:
+    from bot.core.general_training import load_general
+
+    for prompt_id in ("trained", "heldout"):
+        _write_prompt(tmp_path, prompt_id, [("sure", "yes"), ("nope", "no")])
+        _write_prompt(tmp_path / "realtrain", prompt_id, [("a senator argued yes", "yes")])
+    (tmp_path / "splits.toml").write_text('test = ["heldout"]\ndev = []\n', encoding="utf-8")
+    found = {pd.prompt.id: pd for pd in load_general(tmp_path)}
+    assert [ex.text for ex in found["trained"].examples] == ["sure", "nope", "a senator argued yes"]
+    assert [ex.text for ex in found["heldout"].examples] == ["sure", "nope"]  # a test prompt stays as written
+    assert found["heldout"].role == "test" and found["trained"].role == "train"
