@@ -72,5 +72,8 @@ async def test_a_burst_with_reactions_reviews_and_a_digest_stays_within_the_limi
         limits = server.rest.ratelimits
         refused = [r for r in server.requests if r.status >= 400 and r.status != 429]
         assert refused == [], [(r.method, r.path, r.status, r.response) for r in refused]
-        assert probe.max_lag < 0.1, f"the event loop stalled {probe.max_lag * 1000:.0f} ms"
+        # Nothing model-sized ran on the event loop (a batch classified there stalls it for hundreds of ms). The
+        # 100 ms target itself is a speed figure: benchmarks/load.py measures it; here, on a shared 2-core machine,
+        # 25-107 ms were seen across runs of this test, so a 100 ms bound would fail on noise.
+        assert probe.max_lag < 0.25, f"the event loop stalled {probe.max_lag * 1000:.0f} ms"
         print(f"429s met: {dict(limits.hits)}; longest loop stall {probe.max_lag * 1000:.1f} ms")
