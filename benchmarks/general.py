@@ -19,7 +19,6 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -27,8 +26,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bot.config import Settings, model_registry
 from bot.core.general_training import load_general
 from bot.core.stance import GatedClassifier
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

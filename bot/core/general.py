@@ -79,15 +79,10 @@ class Choices:
         found = self.examples or ((),) * len(self.texts)
         return tuple(examples or (text,) for examples, text in zip(found, self.texts, strict=True))
 
-    def reordered(self, order: Sequence[int], *, question: bool = True) -> Choices:
-        """The same choices with the labels in ``order`` (and without the question when ``question`` is false)."""
+    def flat_examples(self) -> tuple[list[str], list[int]]:
+        """Every label's examples in one list (to encode in one pass), and how many belong to each label."""
         sets = self.example_sets()
-        return Choices(
-            self.question if question else "",
-            tuple(self.labels[i] for i in order),
-            tuple(self.texts[i] for i in order),
-            tuple(sets[i] for i in order),
-        )
+        return [text for examples in sets for text in examples], [len(examples) for examples in sets]
 
 
 class InputBuilder:
@@ -219,10 +214,9 @@ class GeneralModel:
         if found is None:
             placeholder = label_inputs(self.dim)
             _, described = self._encode(choices.texts, "", placeholder, LABEL_TOKENS)
-            sets = choices.example_sets()
-            flat = [text for examples in sets for text in examples]
+            flat, sizes = choices.flat_examples()
             _, vectors = self._encode(flat, "", placeholder, LABEL_TOKENS)
-            bounds = np.cumsum([0, *(len(examples) for examples in sets)])
+            bounds = np.cumsum([0, *sizes])
             means = np.stack([vectors[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)])
             means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
             found = (described, means.astype(np.float32))

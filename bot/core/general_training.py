@@ -90,9 +90,9 @@ def load_general(root: Path = GENERAL_DIR) -> list[PromptData]:
         data = root / f"{prompt.id}.jsonl"
         examples = for_prompt(load_jsonl(data), prompt, where=str(data))
         role = "test" if prompt.id in test else "dev" if prompt.id in dev else "train"
-        real = root / REALTRAIN / f"{prompt.id}.jsonl"
-        if role == "train" and real.is_file():  # never for dev or test prompts: they stay as written
-            examples += for_prompt(load_jsonl(real), prompt, where=str(real))
+        if role == "train":  # never for dev or test prompts: they stay as written
+            for real in realtrain_files(prompt, root / REALTRAIN):
+                examples += for_prompt(load_jsonl(real), prompt, where=str(real))
         out.append(PromptData(prompt, examples, role))
     unknown = (test | dev) - {p.prompt.id for p in out}
     if unknown:
@@ -187,10 +187,9 @@ def label_vectors(net: Any, builder: InputBuilder, choices: Choices) -> tuple[to
     import torch
 
     described = net.embed(**_tensors(builder.build(choices.texts, budget=LABEL_TOKENS)))
-    sets = choices.example_sets()
-    flat = [text for examples in sets for text in examples]
+    flat, sizes = choices.flat_examples()
     vectors = net.embed(**_tensors(builder.build(flat, budget=LABEL_TOKENS)))
-    means = torch.stack([part.mean(0) for part in torch.split(vectors, [len(e) for e in sets])])
+    means = torch.stack([part.mean(0) for part in torch.split(vectors, sizes)])
     return described, torch.nn.functional.normalize(means, dim=-1)
 
 

@@ -43,17 +43,18 @@ def committed_test_split(prompt: Prompt) -> list[Example]:
     return load_split(prompt, "test") if has_splits(prompt.id) else []
 
 
-def realtrain_file(prompt: Prompt) -> Path | None:
-    """The prompt's first file of training paraphrases of real public statements, if it has any."""
-    path = REALTRAIN_DIR / f"{prompt.id}.jsonl"
+def realtrain_file(prompt: Prompt, folder: Path = REALTRAIN_DIR) -> Path | None:
+    """The prompt's first file of training paraphrases of real public statements in ``folder``, if it has any."""
+    path = folder / f"{prompt.id}.jsonl"
     return path if path.is_file() else None
 
 
-def realtrain_files(prompt: Prompt) -> list[Path]:
-    """Every file of the prompt's training paraphrases: ``<prompt>.jsonl`` then ``<prompt>.*.jsonl`` (later
-    batches, e.g. ``<prompt>.more.jsonl``), sorted; empty when it has none."""
-    first = realtrain_file(prompt)
-    later = sorted(p for p in REALTRAIN_DIR.glob(f"{prompt.id}.*.jsonl") if p.is_file())
+def realtrain_files(prompt: Prompt, folder: Path = REALTRAIN_DIR) -> list[Path]:
+    """Every file of the prompt's training paraphrases in ``folder`` (the seed prompts' by default; the general
+    model's prompts have their own): ``<prompt>.jsonl`` then ``<prompt>.*.jsonl`` (later batches, e.g.
+    ``<prompt>.more.jsonl``), sorted; empty when it has none."""
+    first = realtrain_file(prompt, folder)
+    later = sorted(p for p in folder.glob(f"{prompt.id}.*.jsonl") if p.is_file())
     return [first, *later] if first is not None else later
 
 
