@@ -67,13 +67,22 @@ class TrainConfig:
 
 
 def fit_logistic(
-    x: np.ndarray, y: np.ndarray, n_labels: int, *, c: float, seed: int = SEED
+    x: np.ndarray,
+    y: np.ndarray,
+    n_labels: int,
+    *,
+    c: float,
+    seed: int = SEED,
+    sample_weight: np.ndarray | None = None,
+    max_iter: int = 5000,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced multinomial logistic regression; ``(weights, bias)`` with a row for every label."""
+    """Class-balanced multinomial logistic regression; ``(weights, bias)`` with a row for every label.
+
+    ``sample_weight`` multiplies the class-balancing weights (e.g. to weigh one language's rows more)."""
     from sklearn.linear_model import LogisticRegression
 
-    clf = LogisticRegression(C=c, max_iter=5000, random_state=seed, class_weight="balanced")
-    clf.fit(x, y)
+    clf = LogisticRegression(C=c, max_iter=max_iter, random_state=seed, class_weight="balanced")
+    clf.fit(x, y, sample_weight=sample_weight)
     weights = np.zeros((n_labels, x.shape[1]), dtype=np.float32)
     bias = np.full(n_labels, -1e4, dtype=np.float32)  # labels with no examples are never predicted
     classes = [int(c) for c in clf.classes_]
