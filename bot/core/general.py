@@ -27,6 +27,7 @@ import itertools
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 REPLY_TOKENS = 96
 QUESTION_TOKENS = 40
 LABEL_TOKENS = 64
+#: Prompts whose label vectors :class:`GeneralModel` keeps (least recently used dropped first; a few kB each).
+LABEL_CACHE = 256
 #: Inputs and outputs of the ONNX graph, in order.
 INPUTS = ("input_ids", "attention_mask", "pool_mask", "label_descriptions", "label_examples")
 OUTPUTS = ("logits", "embedding")
@@ -176,7 +179,7 @@ class GeneralModel:
         ]
         self._pool = ThreadPoolExecutor(max_workers=count - 1) if count > 1 else None
         self._lock = threading.Lock()
-        self._labels: dict[Choices, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = {}
+        self._labels: OrderedDict[Choices, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = OrderedDict()
         self.dim = int(self._sessions[0].get_outputs()[1].shape[-1])
         self.onnx_file = onnx_file
 
@@ -209,9 +212,12 @@ class GeneralModel:
         return logits, vectors
 
     def label_vectors(self, choices: Choices) -> dict[str, npt.NDArray[np.float32]]:
-        """The prompt's label inputs: each label text's vector and its examples' mean vector (cached)."""
+        """The prompt's label inputs: each label text's vector and its examples' mean vector (cached for the
+        :data:`LABEL_CACHE` prompts used last: a prompt edited many times does not grow the cache)."""
         found = self._labels.get(choices)
-        if found is None:
+        if found is not None:
+            self._labels.move_to_end(choices)
+        else:
             placeholder = label_inputs(self.dim)
             _, described = self._encode(choices.texts, "", placeholder, LABEL_TOKENS)
             flat, sizes = choices.flat_examples()
@@ -221,6 +227,8 @@ class GeneralModel:
             means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
             found = (described, means.astype(np.float32))
             self._labels[choices] = found
+            while len(self._labels) > LABEL_CACHE:
+                self._labels.popitem(last=False)
         return {"label_descriptions": found[0], "label_examples": found[1]}
 
     def run(self, replies: Sequence[str], choices: Choices) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:

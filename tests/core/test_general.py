@@ -12,6 +12,7 @@ import pytest
 from bot.assets import data_dir, shipped_models_dir
 from bot.config import Settings, model_registry
 from bot.core import adapt
+from bot.core import general as general_module
 from bot.core.datasets import load_jsonl
 from bot.core.encoder import SentenceEncoder
 from bot.core.general import Choices, GeneralModel, InputBuilder, label_text
@@ -148,6 +149,26 @@ def test_a_two_label_prompt_and_a_five_label_prompt_run_through_the_same_graph(g
         scores, _ = general.for_prompt(prompt).features(["", "build more homes, rents are insane", "🍍🍕"])
         assert scores.shape == (3, len(prompt.labels)) and np.isfinite(scores).all()
     assert general.for_prompt(five).classify(["build more homes, rents are insane"])[0].label == "housing"
+
+
+def test_label_vectors_are_kept_for_the_prompts_used_last_only(
+    general: GeneralModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(general_module, "LABEL_CACHE", 2)
+    general._labels.clear()
+    versions = [
+        Choices.of(prompt_from_dict(
+            {"id": f"p{i}", "title": "t", "question": "Ban it?", "summary": "s",
+             "labels": [{"name": "ban", "description": f"Ban it, take {i}."}]}
+        ))
+        for i in range(3)
+    ]  # fmt: skip
+    first = general.label_vectors(versions[0])["label_descriptions"]
+    general.label_vectors(versions[1])
+    general.label_vectors(versions[0])  # used again: now the most recent
+    general.label_vectors(versions[2])  # the third: evicts the least recently used (versions[1])
+    assert list(general._labels) == [versions[0], versions[2]]
+    assert np.array_equal(general.label_vectors(versions[0])["label_descriptions"], first)
 
 
 def _write_prompt(folder: Path, prompt_id: str, rows: list[tuple[str, str]]) -> None:
