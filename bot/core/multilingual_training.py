@@ -81,6 +81,28 @@ def _scores(head: tuple[np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
     return np.asarray(x @ weights.T.astype(np.float64) + bias, dtype=np.float64)
 
 
+def _fit_weighted(
+    x_en: np.ndarray,
+    y_en: np.ndarray,
+    x_ja: np.ndarray,
+    y_ja: np.ndarray,
+    n_labels: int,
+    *,
+    c: float,
+    ja_weight: float,
+    config: MultilingualConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A head on English and Japanese rows together, each Japanese row weighted ``ja_weight`` times."""
+    return fit_logistic(
+        np.concatenate([x_en, x_ja]),
+        np.concatenate([y_en, y_ja]),
+        n_labels,
+        c=c,
+        sample_weight=np.concatenate([np.ones(len(y_en)), np.full(len(y_ja), ja_weight)]),
+        max_iter=config.max_iter,
+    )
+
+
 def _cross_validated_f1(
     x_en: np.ndarray,
     y_en: np.ndarray,
@@ -99,13 +121,8 @@ def _cross_validated_f1(
     folds = StratifiedKFold(config.folds, shuffle=True, random_state=config.seed)
     predicted = np.zeros(len(y_ja), dtype=np.int64)
     for fit_rows, held_rows in folds.split(x_ja, y_ja):
-        head = fit_logistic(
-            np.concatenate([x_en, x_ja[fit_rows]]),
-            np.concatenate([y_en, y_ja[fit_rows]]),
-            n_labels,
-            c=c,
-            sample_weight=np.concatenate([np.ones(len(y_en)), np.full(len(fit_rows), ja_weight)]),
-            max_iter=config.max_iter,
+        head = _fit_weighted(
+            x_en, y_en, x_ja[fit_rows], y_ja[fit_rows], n_labels, c=c, ja_weight=ja_weight, config=config
         )
         predicted[held_rows] = _scores(head, x_ja[held_rows]).argmax(axis=1)
     return macro_f1(y_ja.tolist(), predicted.tolist(), n_labels)
@@ -134,14 +151,7 @@ def train_head(
             grid.append({"C": c, "ja_weight": w, "ja_cv_macro_f1": round(f1, 4)})
     best = max(grid, key=lambda row: row["ja_cv_macro_f1"])  # the first of equals: grid order
     c, w = best["C"], best["ja_weight"]
-    weights, bias = fit_logistic(
-        np.concatenate([x_en, x_ja]),
-        np.concatenate([y_en, y_ja]),
-        len(labels),
-        c=c,
-        sample_weight=np.concatenate([np.ones(len(y_en)), np.full(len(y_ja), w)]),
-        max_iter=config.max_iter,
-    )
+    weights, bias = _fit_weighted(x_en, y_en, x_ja, y_ja, len(labels), c=c, ja_weight=w, config=config)
     dev_scores = _scores((weights, bias), x_dev)
     dev_f1 = macro_f1(y_dev.tolist(), dev_scores.argmax(axis=1).tolist(), len(labels))
     temperature = fit_temperature(dev_scores, y_dev)
