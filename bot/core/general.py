@@ -179,6 +179,7 @@ class GeneralModel:
         ]
         self._pool = ThreadPoolExecutor(max_workers=count - 1) if count > 1 else None
         self._lock = threading.Lock()
+        self._labels_lock = threading.Lock()  # the cache's order and evictions (not held while encoding)
         self._labels: OrderedDict[Choices, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = OrderedDict()
         self.dim = int(self._sessions[0].get_outputs()[1].shape[-1])
         self.onnx_file = onnx_file
@@ -214,10 +215,11 @@ class GeneralModel:
     def label_vectors(self, choices: Choices) -> dict[str, npt.NDArray[np.float32]]:
         """The prompt's label inputs: each label text's vector and its examples' mean vector (cached for the
         :data:`LABEL_CACHE` prompts used last: a prompt edited many times does not grow the cache)."""
-        found = self._labels.get(choices)
-        if found is not None:
-            self._labels.move_to_end(choices)
-        else:
+        with self._labels_lock:
+            found = self._labels.get(choices)
+            if found is not None:
+                self._labels.move_to_end(choices)
+        if found is None:
             placeholder = label_inputs(self.dim)
             _, described = self._encode(choices.texts, "", placeholder, LABEL_TOKENS)
             flat, sizes = choices.flat_examples()
@@ -226,9 +228,10 @@ class GeneralModel:
             means = np.stack([vectors[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)])
             means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
             found = (described, means.astype(np.float32))
-            self._labels[choices] = found
-            while len(self._labels) > LABEL_CACHE:
-                self._labels.popitem(last=False)
+            with self._labels_lock:
+                self._labels[choices] = found
+                while len(self._labels) > LABEL_CACHE:
+                    self._labels.popitem(last=False)
         return {"label_descriptions": found[0], "label_examples": found[1]}
 
     def run(self, replies: Sequence[str], choices: Choices) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
